@@ -1,0 +1,564 @@
+"""DynamoDBService: the document service of the original spec, on boto3's resource interface.
+
+One table per collection (created on first use), documents keyed on ``_id``, numbers as Decimal,
+every scan page, batch reads and writes, GSI queries, and real revisions enforced with
+conditional writes (see ``revisions.py``).
+
+The data plane (items, batches, scans, queries) goes through a boto3 *resource*; DAX offers the
+same interface, so a DAX resource can be passed in and this stays one code path. The control
+plane (describing and creating tables) always goes to DynamoDB through a boto3 client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import boto3
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.aws_errors import error_code, translate
+from gateway.codec import (
+    check_item_size,
+    decode_item,
+    encode_document,
+    encode_key_value,
+    validate_collection_name,
+    validate_id,
+)
+from gateway.errors import ConflictError, GatewayError, ValidationError
+from gateway.retry import RetryPolicy, botocore_config
+from gateway.revisions import RevisionMaker, parse_generation
+from gateway.service import ABSENT, Document, IfRev, SaveResult
+from gateway.tables import IndexSpec, TableInfo, TableManager
+
+T = TypeVar("T")
+
+#: DynamoDB's limits for one BatchGetItem / BatchWriteItem request.
+MAX_BATCH_GET_KEYS = 100
+MAX_BATCH_WRITE_ITEMS = 25
+#: How many times an unconditional save re-reads the stored revision when writers race on
+#: one document; every lost race means another writer won, so this bounds pathological cases.
+MAX_CONTENDED_SAVE_ATTEMPTS = 64
+
+_ID = "_id"
+_REV = "_rev"
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class _ConditionFailed(Exception):
+    """Internal: a conditional write failed; carries the stored item AWS returned, if any."""
+
+    def __init__(self, stored: Mapping[str, Any] | None) -> None:
+        super().__init__("condition failed")
+        self.stored = stored
+
+
+class DynamoDBService:
+    """The bare DynamoDB document service (no cache)."""
+
+    def __init__(
+        self,
+        region_name: str = "us-east-1",
+        endpoint_url: str | None = None,
+        *,
+        table_prefix: str = "",
+        native_numbers: bool = False,
+        consistent_read: bool = True,
+        indexes: Mapping[str, Mapping[str, IndexSpec]] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        data_resource: Any = None,
+        session: boto3.session.Session | None = None,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 5.0,
+        max_pool_connections: int = 50,
+        revisions: RevisionMaker | None = None,
+    ) -> None:
+        """``data_resource``: a resource with boto3's DynamoDB interface for the data plane
+        (e.g. DAX's); by default a boto3 resource for ``region_name`` / ``endpoint_url``."""
+        self.region_name = region_name
+        self.endpoint_url = endpoint_url
+        self.table_prefix = table_prefix
+        self.native_numbers = native_numbers
+        self.consistent_read = consistent_read
+        self._indexes = {name: dict(spec) for name, spec in (indexes or {}).items()}
+        self._retry = retry_policy or RetryPolicy()
+        self._revisions = revisions or RevisionMaker()
+        session = session or boto3.session.Session(region_name=region_name)
+        config = botocore_config(connect_timeout_s, read_timeout_s, max_pool_connections)
+        self._client = session.client(
+            "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
+        )
+        self._resource = data_resource or session.resource(
+            "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
+        )
+        self._tables = TableManager(self._client, self._indexes_for, self._call)
+        self._table_objects: dict[str, Any] = {}
+        self._table_objects_lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ documents
+
+    def save(
+        self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
+    ) -> SaveResult:
+        """Replace (upsert) a document; returns its id and new revision."""
+        return self.save_with_item(db_name, doc_id, doc, if_rev=if_rev)[0]
+
+    def save_with_item(
+        self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
+    ) -> tuple[SaveResult, dict[str, Any]]:
+        """Like ``save``, also returning the item as written (with ``_id`` and ``_rev``)."""
+        table = self._table_name(db_name)
+        doc_id, item = self.validate_save(db_name, doc_id, doc, if_rev=if_rev)
+        self._ensure(table, db_name)
+        rev = self._put(table, doc_id, item, if_rev)
+        return {"id": doc_id, "rev": rev}, item
+
+    def validate_save(
+        self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Check a save's arguments without sending anything; returns the id and the item."""
+        self._table_name(db_name)
+        doc_id = validate_id(doc_id)
+        _check_if_rev(if_rev)
+        item = encode_document(doc)
+        item[_ID] = doc_id
+        check_item_size({**item, _REV: _REV_PLACEHOLDER}, doc_id)
+        return doc_id, item
+
+    def validate_save_many(
+        self, db_name: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Check a save_many's arguments without sending anything; returns id -> item."""
+        self._table_name(db_name)
+        return self._encode_many(docs)
+
+    def get(self, db_name: str, doc_id: str) -> Document | None:
+        """The document with ``_id`` and ``_rev``, or None."""
+        table = self._table_name(db_name)
+        doc_id = validate_id(doc_id)
+        self._ensure(table, db_name)
+        response = self._call(
+            "GetItem",
+            table,
+            lambda: self._table(table).get_item(
+                Key={_ID: doc_id}, ConsistentRead=self.consistent_read
+            ),
+        )
+        item = response.get("Item")
+        return None if item is None else decode_item(item, self.native_numbers)
+
+    def delete(self, db_name: str, doc_id: str, *, if_rev: IfRev = None) -> bool:
+        """Remove a document; True if one was removed."""
+        return self.delete_returning_rev(db_name, doc_id, if_rev=if_rev) is not None
+
+    def delete_returning_rev(
+        self, db_name: str, doc_id: str, *, if_rev: IfRev = None
+    ) -> str | None:
+        """Like ``delete``, but returns the removed document's revision (None if none was)."""
+        table = self._table_name(db_name)
+        doc_id = validate_id(doc_id)
+        _check_if_rev(if_rev)
+        self._ensure(table, db_name)
+        params: dict[str, Any] = {"Key": {_ID: doc_id}, "ReturnValues": "ALL_OLD"}
+        condition = _condition_for(if_rev)
+        if condition is not None:
+            params["ConditionExpression"] = condition
+        try:
+            response = self._call(
+                "DeleteItem", table, lambda: self._table(table).delete_item(**params)
+            )
+        except _ConditionFailed as exc:
+            raise _conflict(db_name, doc_id, if_rev, "DeleteItem") from exc
+        old = response.get("Attributes")
+        if not old:
+            return None
+        return str(old.get(_REV, ""))
+
+    def list_all(self, db_name: str) -> list[Document]:
+        """Every document of the collection, across every scan page."""
+        documents: list[Document] = []
+        for page in self._scan_pages(db_name, page_size=None):
+            documents.extend(page)
+        return documents
+
+    def iter_pages(self, db_name: str, page_size: int = 100) -> Iterator[list[Document]]:
+        """Pages of at most ``page_size`` documents (the spec's ``list_all_paginated``)."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValidationError(
+                f"page_size must be a positive integer, got {page_size!r}: pass e.g. 100."
+            )
+        return self._scan_pages(db_name, page_size=page_size)
+
+    def get_many(self, db_name: str, doc_ids: Iterable[str]) -> dict[str, Document | None]:
+        """Every asked id -> its document or None, read with BatchGetItem."""
+        table = self._table_name(db_name)
+        ids = _validate_ids(doc_ids)
+        found: dict[str, Document | None] = dict.fromkeys(ids)
+        if not ids:
+            return found
+        self._ensure(table, db_name)
+        for item in self._batch_get(table, list(found)):
+            found[item[_ID]] = decode_item(item, self.native_numbers)
+        return found
+
+    def save_many(self, db_name: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """Save every document (id -> doc) with BatchWriteItem; returns id -> new revision.
+
+        Everything is validated before anything is written. BatchWriteItem takes no
+        conditions, so the stored revisions are read first (one BatchGetItem per 100 ids) to
+        keep every generation above the stored one.
+        """
+        items = self.save_many_with_items(db_name, docs)
+        return {doc_id: item[_REV] for doc_id, item in items.items()}
+
+    def save_many_with_items(
+        self, db_name: str, docs: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Like ``save_many``, returning id -> the item as written."""
+        table = self._table_name(db_name)
+        items = self._encode_many(docs)
+        if not items:
+            return {}
+        self._ensure(table, db_name)
+        stored = {
+            item[_ID]: parse_generation(item.get(_REV))
+            for item in self._batch_get(table, list(items), projection=True)
+        }
+        for doc_id, item in items.items():
+            item[_REV] = self._revisions.make(self._revisions.next_generation(stored.get(doc_id)))
+        self._batch_write(table, [{"PutRequest": {"Item": item}} for item in items.values()])
+        return items
+
+    def delete_many(self, db_name: str, doc_ids: Iterable[str]) -> None:
+        """Delete every listed document with BatchWriteItem (missing ids are ignored)."""
+        table = self._table_name(db_name)
+        ids = _validate_ids(doc_ids)
+        if not ids:
+            return
+        self._ensure(table, db_name)
+        self._batch_write(table, [{"DeleteRequest": {"Key": {_ID: doc_id}}} for doc_id in ids])
+
+    def query(self, db_name: str, index: str, value: Any) -> list[Document]:
+        """Documents whose ``index`` partition key equals ``value``, across every page."""
+        table = self._table_name(db_name)
+        info = self._ensure(table, db_name)
+        attribute = info.index_keys.get(index) if isinstance(index, str) else None
+        if attribute is None:
+            raise ValidationError(
+                f"Collection {db_name!r} has no index {index!r} (its indexes: "
+                f"{sorted(info.index_keys) or 'none'}). Declare it in the YAML config under "
+                f"collections.{db_name}.indexes.{index} (attribute and type); a table that already "
+                "exists needs the index added with UpdateTable."
+            )
+        key_value = encode_key_value(value, f"the value queried on index {index!r}")
+        params: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": Key(attribute).eq(key_value),
+        }
+        documents: list[Document] = []
+        while True:
+            response = self._call("Query", table, lambda: self._table(table).query(**params))
+            documents.extend(decode_item(i, self.native_numbers) for i in response["Items"])
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return documents
+            params["ExclusiveStartKey"] = last_key
+
+    # ------------------------------------------------------------------ service
+
+    def stats(self) -> dict[str, Any]:
+        """DynamoDB calls by operation (a bare service has no cache: no hits, no misses)."""
+        with self._calls_lock:
+            calls = dict(self._calls)
+        return {
+            "hits": 0,
+            "misses": 0,
+            "hit_ratio": 0.0,
+            "db_calls": calls,
+            "retry": self._retry.stats(),
+        }
+
+    def close(self) -> None:
+        """Close the HTTP connection pools."""
+        if self._closed:
+            return
+        self._closed = True
+        for client in {id(c): c for c in (self._client, self._resource_client())}.values():
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> DynamoDBService:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.endpoint_url or f"AWS {self.region_name}"
+        return f"DynamoDBService({where}, table_prefix={self.table_prefix!r})"
+
+    # ------------------------------------------------------------------ internals
+
+    def table_name(self, db_name: str) -> str:
+        """The table that holds ``db_name`` (prefix + name), validated."""
+        return self._table_name(db_name)
+
+    def ensure_table(self, db_name: str) -> TableInfo:
+        """Create the collection's table now (normally done on first use) and describe it."""
+        table = self._table_name(db_name)
+        return self._ensure(table, db_name)
+
+    @property
+    def control_client(self) -> Any:
+        """The boto3 DynamoDB client used for table management (never DAX)."""
+        return self._client
+
+    def control_call(self, operation: str, table: str, fn: Callable[[], T]) -> T:
+        """Run a control-plane call under the retry policy and error translation."""
+        return self._call(operation, table, fn)
+
+    def _table_name(self, db_name: str) -> str:
+        return validate_collection_name(db_name, self.table_prefix)
+
+    def _indexes_for(self, db_name: str) -> Mapping[str, IndexSpec]:
+        return self._indexes.get(db_name, {})
+
+    def _ensure(self, table: str, db_name: str) -> TableInfo:
+        return self._tables.ensure(table, db_name)
+
+    def _table(self, table: str) -> Any:
+        # Table objects are cheap to use but not to build: one per table, shared by threads
+        # (their actions only call the thread-safe client underneath).
+        obj = self._table_objects.get(table)
+        if obj is None:
+            with self._table_objects_lock:
+                obj = self._table_objects.get(table)
+                if obj is None:
+                    obj = self._resource.Table(table)
+                    self._table_objects[table] = obj
+        return obj
+
+    def _resource_client(self) -> Any:
+        meta = getattr(self._resource, "meta", None)
+        return getattr(meta, "client", None)
+
+    def _count(self, operation: str) -> None:
+        with self._calls_lock:
+            self._calls[operation] += 1
+
+    def _call(self, operation: str, table: str, fn: Callable[[], T]) -> T:
+        """Run one DynamoDB operation under the retry policy, translating its errors."""
+
+        def attempt() -> T:
+            self._count(operation)
+            return fn()
+
+        try:
+            return self._retry.call(operation, attempt)
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                raise _ConditionFailed(exc.response.get("Item")) from exc
+            if error_code(exc) == "ResourceNotFoundException" and operation not in (
+                "DescribeTable",
+                "CreateTable",
+            ):
+                # The table was deleted behind our back: forget it so the next call re-creates it.
+                self._tables.forget(table)
+            raise translate(exc, operation, table) from exc
+        except BotoCoreError as exc:
+            raise translate(exc, operation, table) from exc
+
+    def _put(self, table: str, doc_id: str, item: dict[str, Any], if_rev: IfRev) -> str:
+        if if_rev is not None:
+            previous = None if if_rev is ABSENT else (parse_generation(if_rev) or 0)
+            rev = self._revisions.make(self._revisions.next_generation(previous))
+            item[_REV] = rev
+            try:
+                self._put_item(table, item, _condition_for(if_rev))
+            except _ConditionFailed as exc:
+                raise _conflict(table, doc_id, if_rev, "PutItem") from exc
+            return rev
+        # Unconditional save: one conditional PutItem in the common case (see revisions.py).
+        generation = self._revisions.next_generation(None)
+        condition: ConditionBase = Attr(_ID).not_exists() | Attr(_REV).lt(
+            self._revisions.upper_bound(generation)
+        )
+        for _ in range(MAX_CONTENDED_SAVE_ATTEMPTS):
+            rev = self._revisions.make(generation)
+            item[_REV] = rev
+            try:
+                self._put_item(table, item, condition)
+                return rev
+            except _ConditionFailed as exc:
+                stored_rev = self._stored_rev(table, doc_id, exc.stored)
+            if stored_rev is None:
+                generation = self._revisions.next_generation(None)
+                condition = Attr(_ID).not_exists()
+            else:
+                generation = self._revisions.next_generation(parse_generation(stored_rev) or 0)
+                condition = Attr(_REV).eq(stored_rev)
+        raise ConflictError(
+            f"Gave up saving {doc_id!r} in table {table!r} after {MAX_CONTENDED_SAVE_ATTEMPTS} "
+            "lost races with concurrent writers; retry later or serialize writers of this id.",
+            doc_id=doc_id,
+            operation="PutItem",
+        )
+
+    def _put_item(self, table: str, item: dict[str, Any], condition: ConditionBase | None) -> None:
+        params: dict[str, Any] = {"Item": item}
+        if condition is not None:
+            params["ConditionExpression"] = condition
+            params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        self._call("PutItem", table, lambda: self._table(table).put_item(**params))
+
+    def _stored_rev(self, table: str, doc_id: str, stored: Mapping[str, Any] | None) -> str | None:
+        """The stored revision after a failed condition: from AWS's answer, or read anew."""
+        if stored is not None:
+            # ReturnValuesOnConditionCheckFailure hands back the raw (low-level) item.
+            rev = stored.get(_REV)
+            if isinstance(rev, Mapping):
+                return str(rev.get("S")) if "S" in rev else None
+            return None if rev is None else str(rev)
+        response = self._call(
+            "GetItem",
+            table,
+            lambda: self._table(table).get_item(
+                Key={_ID: doc_id},
+                ConsistentRead=True,
+                ProjectionExpression="#rev",
+                ExpressionAttributeNames={"#rev": _REV},
+            ),
+        )
+        item = response.get("Item")
+        return None if item is None else str(item.get(_REV))
+
+    def _scan_pages(self, db_name: str, page_size: int | None) -> Iterator[list[Document]]:
+        table = self._table_name(db_name)
+        self._ensure(table, db_name)
+        params: dict[str, Any] = {"ConsistentRead": self.consistent_read}
+        if page_size is not None:
+            params["Limit"] = page_size
+        while True:
+            response = self._call("Scan", table, lambda: self._table(table).scan(**params))
+            page = [decode_item(i, self.native_numbers) for i in response["Items"]]
+            if page:
+                yield page
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return
+            params["ExclusiveStartKey"] = last_key
+
+    def _batch_get(
+        self, table: str, ids: list[str], projection: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Items for ``ids`` (distinct), 100 keys a request, UnprocessedKeys retried."""
+        for start in range(0, len(ids), MAX_BATCH_GET_KEYS):
+            request: dict[str, Any] = {
+                "Keys": [{_ID: doc_id} for doc_id in ids[start : start + MAX_BATCH_GET_KEYS]],
+                "ConsistentRead": self.consistent_read or projection,
+            }
+            if projection:
+                request["ProjectionExpression"] = "#id, #rev"
+                request["ExpressionAttributeNames"] = {"#id": _ID, "#rev": _REV}
+            pending: dict[str, Any] = {table: request}
+            state = self._retry.start("BatchGetItem")
+            while pending:
+                response = self._call(
+                    "BatchGetItem",
+                    table,
+                    lambda pending=pending: self._resource.batch_get_item(RequestItems=pending),
+                )
+                yield from response.get("Responses", {}).get(table, [])
+                pending = response.get("UnprocessedKeys") or {}
+                if pending:
+                    state.backoff("UnprocessedKeys")
+            state.succeeded()
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        """BatchWriteItem, 25 requests at a time, UnprocessedItems retried with backoff."""
+        for start in range(0, len(requests), MAX_BATCH_WRITE_ITEMS):
+            pending: dict[str, Any] = {table: requests[start : start + MAX_BATCH_WRITE_ITEMS]}
+            state = self._retry.start("BatchWriteItem")
+            while pending:
+                response = self._call(
+                    "BatchWriteItem",
+                    table,
+                    lambda pending=pending: self._resource.batch_write_item(RequestItems=pending),
+                )
+                pending = response.get("UnprocessedItems") or {}
+                if pending:
+                    state.backoff("UnprocessedItems")
+            state.succeeded()
+
+    def _encode_many(self, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not isinstance(docs, Mapping):
+            raise ValidationError(
+                f"save_many takes a mapping of id -> document, got {type(docs).__name__}: "
+                "pass e.g. {'id1': {...}, 'id2': {...}}."
+            )
+        items: dict[str, dict[str, Any]] = {}
+        for doc_id, doc in docs.items():
+            doc_id = validate_id(doc_id)
+            item = encode_document(doc)
+            item[_ID] = doc_id
+            check_item_size({**item, _REV: _REV_PLACEHOLDER}, doc_id)
+            items[doc_id] = item
+        return items
+
+
+#: A revision of the largest length we write, to size-check an item before its rev is known.
+_REV_PLACEHOLDER = "9" * 20 + "-" + "f" * 32
+
+
+def _check_if_rev(if_rev: object) -> None:
+    if if_rev is None or if_rev is ABSENT:
+        return
+    if not isinstance(if_rev, str) or not if_rev:
+        raise ValidationError(
+            f"if_rev must be a revision string returned by save/get, gateway.ABSENT or None; "
+            f"got {if_rev!r}."
+        )
+
+
+def _condition_for(if_rev: IfRev) -> ConditionBase | None:
+    if if_rev is None:
+        return None
+    if if_rev is ABSENT:
+        return Attr(_ID).not_exists()
+    return Attr(_REV).eq(if_rev)
+
+
+def _conflict(where: str, doc_id: str, if_rev: IfRev, operation: str) -> ConflictError:
+    if if_rev is ABSENT:
+        detail = "a document already exists (if_rev=ABSENT asks for none)"
+    else:
+        detail = f"its stored revision is not {if_rev!r} (or it does not exist)"
+    return ConflictError(
+        f"Conflict on {doc_id!r} in {where!r}: {detail}. Read it again with get() and retry "
+        "with its current _rev.",
+        db_name=where,
+        doc_id=doc_id,
+        expected_rev=None if if_rev is ABSENT or if_rev is None else str(if_rev),
+        operation=operation,
+    )
+
+
+def _validate_ids(doc_ids: Iterable[str]) -> list[str]:
+    """Validated ids, duplicates merged, first-seen order kept."""
+    if isinstance(doc_ids, (str, bytes)) or not isinstance(doc_ids, Iterable):
+        raise ValidationError(
+            f"Expected an iterable of document ids, got {type(doc_ids).__name__}: "
+            "pass e.g. ['id1', 'id2']."
+        )
+    return list(dict.fromkeys(validate_id(doc_id) for doc_id in doc_ids))
+
+
+__all__ = ["DynamoDBService", "GatewayError"]

@@ -1,0 +1,124 @@
+"""`get_database_service`: Settings -> the bare DynamoDBService, or a caching gateway around it."""
+
+from __future__ import annotations
+
+from gateway.breaker import CircuitBreaker
+from gateway.caches.base import CacheBackend
+from gateway.config import Settings
+from gateway.dynamodb import DynamoDBService
+from gateway.errors import ConfigError
+from gateway.gateway import CachingGateway
+from gateway.retry import RetryBudget, RetryPolicy
+from gateway.service import DatabaseService
+from gateway.tables import IndexSpec
+
+
+def build_dynamodb_service(settings: Settings, *, data_resource: object = None) -> DynamoDBService:
+    """The bare DynamoDB service described by ``settings``."""
+    indexes = {
+        db_name: {
+            name: IndexSpec(attribute=index.attribute, type=index.type)
+            for name, index in collection.indexes.items()
+        }
+        for db_name, collection in settings.COLLECTIONS.items()
+    }
+    retry = settings.RETRY
+    policy = RetryPolicy(
+        max_attempts=retry.max_attempts,
+        base_s=retry.base_seconds,
+        cap_s=retry.cap_seconds,
+        deadline_s=retry.deadline_seconds,
+        budget=RetryBudget(
+            capacity=retry.budget_capacity,
+            retry_cost=retry.budget_retry_cost,
+            timeout_cost=retry.budget_timeout_cost,
+        ),
+    )
+    return DynamoDBService(
+        region_name=settings.DYNAMODB_REGION,
+        endpoint_url=settings.DYNAMODB_ENDPOINT_URL,
+        table_prefix=settings.DYNAMODB_TABLE_PREFIX,
+        native_numbers=settings.NATIVE_NUMBERS,
+        consistent_read=settings.DYNAMODB_CONSISTENT_READ,
+        indexes=indexes,
+        retry_policy=policy,
+        data_resource=data_resource,
+        connect_timeout_s=settings.DYNAMODB_CONNECT_TIMEOUT_S,
+        read_timeout_s=settings.DYNAMODB_READ_TIMEOUT_S,
+        max_pool_connections=settings.DYNAMODB_MAX_POOL_CONNECTIONS,
+    )
+
+
+def get_database_service(settings: Settings | None = None) -> DatabaseService:
+    """The service ``settings`` describe: bare DynamoDB, or a caching gateway in front of it."""
+    settings = settings if settings is not None else Settings()
+    if settings.DATABASE_PROVIDER != "dynamodb":
+        raise ConfigError(
+            f"DATABASE_PROVIDER={settings.DATABASE_PROVIDER!r} is not supported: use 'dynamodb'."
+        )
+    backend = settings.CACHE_BACKEND
+    if backend == "none":
+        return build_dynamodb_service(settings)
+    if backend == "dax":
+        from gateway.dax import build_dax_service
+
+        return build_dax_service(settings)
+    cache = build_cache(settings)
+    try:
+        service = build_dynamodb_service(settings)
+    except BaseException:
+        cache.close()
+        raise
+    return build_gateway(settings, service, cache)
+
+
+def build_gateway(
+    settings: Settings, service: DynamoDBService, cache: CacheBackend
+) -> CachingGateway:
+    """A caching gateway in front of ``service`` with the settings' policies and breaker."""
+    return CachingGateway(
+        service,
+        cache,
+        policy_for=settings.cache_policy,
+        breaker=CircuitBreaker(
+            failure_threshold=settings.REDIS_BREAKER_FAILURES,
+            reset_s=settings.REDIS_BREAKER_RESET_S,
+        ),
+    )
+
+
+def build_cache(settings: Settings) -> CacheBackend:
+    """The cache backend named by ``CACHE_BACKEND`` (memory, redis or tiered)."""
+    backend = settings.CACHE_BACKEND
+    if backend == "memory":
+        return _memory_cache(settings)
+    if backend == "redis":
+        return _redis_cache(settings)
+    if backend == "tiered":
+        from gateway.caches.tiered import TieredCache
+
+        return TieredCache(_memory_cache(settings), _redis_cache(settings))
+    raise ConfigError(
+        f"CACHE_BACKEND={backend!r} has no cache tier: use none, memory, redis, tiered or dax."
+    )
+
+
+def _memory_cache(settings: Settings) -> CacheBackend:
+    from gateway.caches.memory import MemoryCache
+
+    return MemoryCache(max_items=settings.CACHE_MAX_ITEMS, max_bytes=settings.CACHE_MAX_BYTES)
+
+
+def _redis_cache(settings: Settings) -> CacheBackend:
+    try:
+        from gateway.caches.redis_cache import RedisCache
+    except ImportError as exc:  # redis-py is an optional extra
+        raise ConfigError(
+            f"CACHE_BACKEND={settings.CACHE_BACKEND!r} needs redis-py: "
+            "pip install 'dynamodb-gateway[redis]'"
+        ) from exc
+    return RedisCache(
+        settings.REDIS_URL,
+        key_prefix=settings.REDIS_KEY_PREFIX,
+        timeout_s=settings.REDIS_TIMEOUT_S,
+    )
