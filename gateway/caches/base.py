@@ -9,8 +9,9 @@ ways of putting an entry differ in whom they trust:
   nobody can tell which one DynamoDB kept.
 * ``fill_many`` — the result of a read. It never replaces an entry of a higher generation,
   nor a quarantine marker; over an entry of the same generation and revision (the same
-  content) it only refreshes ``stored_at`` and the TTL. This is what makes the classic race impossible: a reader
-  that read the old version before a writer's update cannot put it back over the new one.
+  content) it only refreshes ``stored_at`` and the TTL. This is what makes the classic race
+  impossible: a reader that read the old version before a writer's update cannot put it back
+  over the new one.
 
 A *quarantine* marker (``Kind.QUARANTINE``) is set before a write is sent to DynamoDB and is
 replaced by the write's result once acknowledged: if the writer dies or the cache update fails
