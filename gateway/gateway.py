@@ -173,7 +173,8 @@ class CachingGateway:
                     return self._copy(entry.document)
                 return None
         self._misses.inc()
-        loaded = self._load(db_name, policy, {doc_id: key}, _quarantined(entry))
+        quarantined = {doc_id} if _quarantined(entry) else set()
+        loaded = self._load(db_name, policy, {doc_id: key}, quarantined)
         return loaded[doc_id]
 
     def get_many(self, db_name: str, doc_ids: Iterable[str]) -> dict[str, Document | None]:
@@ -395,7 +396,7 @@ class CachingGateway:
         db_name: str,
         policy: CachePolicyLike,
         missing: Mapping[str, str],
-        quarantined: set[str] | Iterable[str],
+        quarantined: set[str],
     ) -> dict[str, Document | None]:
         """Load ``missing`` (id -> key): lead the loads nobody runs, wait for the others."""
         led: dict[str, _Flight] = {}
@@ -410,7 +411,7 @@ class CachingGateway:
                     joined[doc_id] = flight
         results: dict[str, Document | None] = {}
         if led:
-            results.update(self._lead(db_name, policy, missing, led, set(quarantined)))
+            results.update(self._lead(db_name, policy, missing, led, quarantined))
         for doc_id, flight in joined.items():
             self._waits.inc()
             document = flight.wait()
