@@ -499,14 +499,14 @@ class CachingGateway:
             self._fallbacks.inc()
             return MISS
         try:
-            entry = self._cache.get(key)  # type: ignore[attr-defined]
+            entry = self._cache.get(key)
         except Exception:
             self._cache_failed()
             return MISS
         if self._breaker.record_success():
             self._recovered()
             return MISS
-        return entry  # type: ignore[no-any-return]
+        return entry
 
     def _cache_get_many(self, keys: Sequence[str]) -> list[Entry | Miss]:
         if not self._breaker.allow() or (self._pending and not self._repair_now()):

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# Show the details of failing asserts inside the shared suites, not a bare AssertionError.
+pytest.register_assert_rewrite("tests.cache_conformance", "tests.gateway_helpers")
+
 # Make `gateway` and `tests.servers` importable without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

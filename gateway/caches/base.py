@@ -86,6 +86,10 @@ class CacheBackend(Protocol):
 
     name: str
 
+    def get(self, key: str) -> Entry | Miss:
+        """The live entry for ``key``, or MISS (the hot path: no list is built)."""
+        ...
+
     def get_many(self, keys: Sequence[str]) -> list[Entry | Miss]:
         """One result per key, in order: the live entry, or MISS."""
         ...

@@ -2,10 +2,11 @@
 
 Each key maps to a *slot*, ``(expires_at, entry, size)``, in a plain ``cachetools.LRUCache``
 rather than in a ``TLRUCache``. The hit path is then one LRU lookup, one comparison with the
-monotonic clock and a tuple index: ``TLRUCache`` reads its clock through a Python-level timer
-wrapper and keeps a heap of expiries up to date on every insert, which measured about twice as
-slow per hit. The price is that an expired entry keeps its slot until it is looked up (then it
-is dropped and counted) or reaches the cold end of the LRU.
+monotonic clock and a tuple index. ``TLRUCache`` reads its clock through a Python-level timer
+wrapper on every hit and keeps a heap of expiries on every insert: a bare ``TLRUCache`` hit
+measured 2.5 times a bare ``LRUCache`` hit, as much as this class's ``get`` with its lock (see
+``scripts/bench_memory_cache.py``). The price is that an expired entry keeps its slot until it
+is looked up (then it is dropped and counted) or reaches the cold end of the LRU.
 
 Quarantine markers live in a small dict of their own, outside the LRU, so that cache pressure
 can never evict one while its write is in flight: an evicted marker would let a reader put the
