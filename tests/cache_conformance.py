@@ -592,7 +592,11 @@ class CacheBackendConformance:
     @settings(
         max_examples=60,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=[
+            HealthCheck.differing_executors,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+        ],
     )
     @given(steps=st.lists(_steps, max_size=25))
     def test_compare_and_set_rules_match_the_model(

@@ -18,10 +18,11 @@ An ASCII header of ``|``-terminated fields, the revision, then the body::
 * ``<kind>`` — one digit, the `Kind` value (1 document, 2 absent, 3 quarantine).
 * ``<generation>`` — the generation in canonical decimal (``-?[0-9]+``, no leading zeros).
 * ``<stored_at>`` — ``repr`` of the float ``stored_at`` (bit-exact).
-* ``<rev length>`` — the UTF-8 length of the revision in bytes, or empty when ``rev`` is None.
-  Length-prefixed, so a revision written by someone else may contain any character.
-* ``<rev>`` — the revision, UTF-8, followed by ``|``.
-* ``<body>`` — empty when ``document`` is None; else one mode byte and JSON (UTF-8, no spaces):
+* ``<rev length>`` — the UTF-8 length of the revision in bytes, or empty when ``rev`` is None
+  (``...||<body>``; an empty revision is ``...|0||<body>``). Length-prefixed, so a revision
+  written by someone else may contain any character, ``|`` included.
+* ``<rev>`` — the revision, UTF-8 (empty for None), followed by ``|``.
+* ``<body>`` — ``_`` when ``document`` is None; else one mode byte and JSON (UTF-8, no spaces):
 
   - ``D<json>`` — numbers are ``Decimal`` (decoded with ``parse_float=parse_int=Decimal``, so
     ``Decimal('1.50')`` comes back as ``'1.50'``, exponent included);
@@ -45,7 +46,7 @@ An ASCII header of ``|``-terminated fields, the revision, then the body::
 
 The encoder picks the mode with fewer patches: services with Decimal numbers (the default) get
 ``D`` and services with native numbers get ``N``, so a typical document has no patch at all and
-its hit path is one ``str.split``, one UTF-8 decode and one ``json`` C-scanner pass. Dict keys are
+its hit path is one ``bytes.split``, one UTF-8 decode and one ``json`` C-scanner pass. Dict keys are
 plain JSON object keys: no key (``"__t"`` included) has a meaning of its own, because the type
 information travels in the patch list, never inside the document.
 """
@@ -80,6 +81,8 @@ _SEP: Final = "|"
 # that a forged "1E+999999999" cannot make the decoder build a gigantic integer.
 _MAX_INT_DIGITS: Final = 4300
 
+_NO_DOCUMENT: Final = b"_"
+_MODE_NONE: Final = "_"
 _MODE_DECIMAL: Final = "D"
 _MODE_NATIVE: Final = "N"
 _MODE_DECIMAL_PATCHED: Final = "d"
@@ -106,7 +109,7 @@ def encode_entry(entry: Entry) -> bytes:
         stored_at = float(entry.stored_at)
         rev = entry.rev
         if rev is None:
-            rev_field = b"|"
+            rev_field = b"||"
         elif isinstance(rev, str):
             rev_bytes = rev.encode("utf-8", "surrogatepass")
             rev_field = b"%d|%s|" % (len(rev_bytes), rev_bytes)
@@ -127,7 +130,7 @@ def encode_entry(entry: Entry) -> bytes:
 
 def _encode_body(document: Any) -> bytes:
     if document is None:
-        return b""
+        return _NO_DOCUMENT
     counts = [0, 0]  # Decimals, native numbers
     _count_numbers(document, counts)
     native = counts[1] > counts[0]
@@ -176,7 +179,7 @@ def _base64_text(data: bytes | bytearray) -> str:
 class _BodyEncoder:
     """Writes the JSON of a document and collects the patches its mode needs."""
 
-    __slots__ = ("native", "path", "patches")
+    __slots__ = ("native", "patches", "path")
 
     def __init__(self, native: bool) -> None:
         self.native = native
@@ -290,9 +293,25 @@ class _BodyEncoder:
         return self._set_element(converted)
 
 
+_BUILTIN_BASES: Final[tuple[Any, ...]] = (
+    bool,
+    Decimal,
+    int,
+    float,
+    dict,
+    list,
+    tuple,
+    set,
+    frozenset,
+    bytes,
+)
+
+
 def _builtin(value: Any) -> Any:
     """The built-in equivalent of an instance of a subclass (IntEnum, StrEnum, OrderedDict...)."""
-    for base in (bool, str, Decimal, int, float, dict, list, tuple, set, frozenset, bytes):
+    if isinstance(value, str):
+        return str.__str__(value)  # str(): an enum's name, not its value
+    for base in _BUILTIN_BASES:
         if isinstance(value, base):
             return base(value)
     if isinstance(value, Binary):
@@ -327,11 +346,11 @@ def decode_entry(data: bytes) -> Entry:
         kind = _KINDS.get(kind_field)
         if kind is None:
             raise CacheCodecError(f"bad kind {kind_field!r} in a cache entry")
-        generation = int(generation_field)
         if not generation_field.isdigit() and not (
             generation_field[:1] == b"-" and generation_field[1:].isdigit()
         ):
             raise CacheCodecError(f"bad generation {generation_field!r} in a cache entry")
+        generation = int(generation_field)
         stored_at = float(stored_field)
         text = rest.decode("utf-8", "surrogatepass")
         if rev_length:
@@ -347,8 +366,7 @@ def decode_entry(data: bytes) -> Entry:
             start = 0
             if text[:1] != _SEP:
                 raise CacheCodecError("not a cache entry: bad revision field")
-        start += 1
-        document = _decode_body(text, start) if start < len(text) else None
+        document = _decode_body(text, start + 1)
         return Entry(kind, generation, rev, document, stored_at)
     except CacheCodecError:
         raise
@@ -366,23 +384,25 @@ def _version_problem(version: bytes) -> str:
 
 
 def _decode_body(text: str, start: int) -> Any:
-    mode = text[start]
+    mode = text[start : start + 1]
     if mode == _MODE_DECIMAL:
         document, end = _DECIMAL_JSON.raw_decode(text, start + 1)
     elif mode == _MODE_NATIVE:
         document, end = _NATIVE_JSON.raw_decode(text, start + 1)
-    elif mode == _MODE_DECIMAL_PATCHED or mode == _MODE_NATIVE_PATCHED:
+    elif mode in (_MODE_DECIMAL_PATCHED, _MODE_NATIVE_PATCHED):
         bar = text.index(_SEP, start + 1, start + 12)
         length_text = text[start + 1 : bar]
         if not length_text.isdigit():
             raise CacheCodecError("bad patch length in a cache entry")
         json_start = bar + 1 + int(length_text)
-        patches, patches_end = _PATCH_JSON.raw_decode(text[: json_start], bar + 1)
+        patches, patches_end = _PATCH_JSON.raw_decode(text[:json_start], bar + 1)
         if patches_end != json_start:
             raise CacheCodecError("bad patch list in a cache entry")
         loader = _DECIMAL_JSON if mode == _MODE_DECIMAL_PATCHED else _NATIVE_JSON
         document, end = loader.raw_decode(text, json_start)
         document = _apply_patches(document, patches)
+    elif mode == _MODE_NONE:
+        document, end = None, start + 1
     else:
         raise CacheCodecError(f"unknown body mode {mode!r} in a cache entry")
     if end != len(text):
@@ -409,9 +429,9 @@ def _apply_patches(document: Any, patches: Any) -> Any:
 
 
 def _child(parent: Any, step: Any) -> Any:
-    if (type(parent) is dict and type(step) is str) or (
-        type(parent) is list and type(step) is int and step >= 0
-    ):
+    if type(parent) is dict and type(step) is str:
+        return parent[step]
+    if type(parent) is list and type(step) is int and step >= 0:
         return parent[step]
     raise CacheCodecError(f"bad patch path step {step!r} in a cache entry")
 
@@ -499,7 +519,7 @@ def _convert(code: str, value: Any) -> Any:
     converters = [_SCALARS.get(c) for c in code[1:]]
     if None in converters:
         raise CacheCodecError(f"bad patch code {code!r} in a cache entry")
-    return set_type(conv(item) for conv, item in zip(converters, value))  # type: ignore[misc]
+    return set_type(conv(item) for conv, item in zip(converters, value, strict=True))  # type: ignore[misc]
 
 
 __all__ = ["HEADER_LUA_PATTERN", "MAX_VERSION", "decode_entry", "encode_entry"]
