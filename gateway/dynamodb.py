@@ -21,8 +21,17 @@ from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.aws_errors import error_code, translate
+from gateway.batching import (
+    CoalescerStats,
+    ReadCoalescer,
+    Write,
+    WriteCoalescer,
+    WriteResult,
+    write_with_revisions,
+)
 from gateway.codec import (
     check_item_size,
+    copy_document,
     decode_item,
     encode_document,
     encode_key_value,
@@ -76,9 +85,43 @@ class DynamoDBService:
         read_timeout_s: float = 5.0,
         max_pool_connections: int = 50,
         revisions: RevisionMaker | None = None,
+        coalesce_reads: bool = False,
+        coalesce_writes: bool = False,
+        coalesce_max_wait_s: float = 0.0,
+        max_batch_get: int = MAX_BATCH_GET_KEYS,
+        max_batch_write: int = MAX_BATCH_WRITE_ITEMS,
     ) -> None:
         """``data_resource``: a resource with boto3's DynamoDB interface for the data plane
-        (e.g. DAX's); by default a boto3 resource for ``region_name`` / ``endpoint_url``."""
+        (e.g. DAX's); by default a boto3 resource for ``region_name`` / ``endpoint_url``.
+
+        ``coalesce_reads``: concurrent ``get`` / ``get_many`` calls on a table are merged into
+        BatchGetItem requests of at most ``max_batch_get`` keys. ``coalesce_writes``:
+        concurrent unconditional saves and deletes (and ``save_many`` / ``delete_many``) are
+        merged into BatchWriteItem requests of at most ``max_batch_write`` items; conditional
+        writes (``if_rev``) bypass batching. A batch leaves at once when none is in flight;
+        ``coalesce_max_wait_s`` > 0 makes one that is not full wait that long for company.
+        See ``gateway/batching.py``, and `write_with_revisions` there for how revisions stay
+        strictly increasing in batched writes.
+        """
+        if not 1 <= max_batch_get <= MAX_BATCH_GET_KEYS:
+            raise ValueError(
+                f"max_batch_get must be 1 to {MAX_BATCH_GET_KEYS}, got {max_batch_get!r}"
+            )
+        if not 1 <= max_batch_write <= MAX_BATCH_WRITE_ITEMS:
+            raise ValueError(
+                f"max_batch_write must be 1 to {MAX_BATCH_WRITE_ITEMS}, got {max_batch_write!r}"
+            )
+        if not coalesce_max_wait_s >= 0:
+            raise ValueError(f"coalesce_max_wait_s must be >= 0, got {coalesce_max_wait_s!r}")
+        self.coalesce_reads = coalesce_reads
+        self.coalesce_writes = coalesce_writes
+        self.coalesce_max_wait_s = coalesce_max_wait_s
+        self.max_batch_get = max_batch_get
+        self.max_batch_write = max_batch_write
+        # One coalescer per table and direction, created on the table's first coalesced call.
+        self._read_coalescers: dict[str, ReadCoalescer[dict[str, Any] | None]] = {}
+        self._write_coalescers: dict[str, WriteCoalescer] = {}
+        self._coalescers_lock = threading.Lock()
         self.region_name = region_name
         self.endpoint_url = endpoint_url
         self.table_prefix = table_prefix
@@ -117,7 +160,14 @@ class DynamoDBService:
         table = self._table_name(db_name)
         doc_id, item = self.validate_save(db_name, doc_id, doc, if_rev=if_rev)
         self._ensure(table, db_name)
-        rev = self._put(table, doc_id, item, if_rev)
+        if not self.coalesce_writes:
+            rev = self._put(table, doc_id, item, if_rev)
+        elif if_rev is None:
+            rev = _rev_of(self._writes(table).submit(Write(doc_id, item)))
+        else:
+            # Conditional: bypasses batching, but not while the id is in a batch (see batching).
+            with self._writes(table).exclusive([doc_id]):
+                rev = self._put(table, doc_id, item, if_rev)
         return {"id": doc_id, "rev": rev}, item
 
     def validate_save(
@@ -144,6 +194,9 @@ class DynamoDBService:
         table = self._table_name(db_name)
         doc_id = validate_id(doc_id)
         self._ensure(table, db_name)
+        if self.coalesce_reads:
+            raw = self._reads(table).load(doc_id)
+            return None if raw is None else decode_item(raw, self.native_numbers)
         response = self._call(
             "GetItem",
             table,
@@ -166,6 +219,16 @@ class DynamoDBService:
         doc_id = validate_id(doc_id)
         _check_if_rev(if_rev)
         self._ensure(table, db_name)
+        if self.coalesce_writes:
+            writes = self._writes(table)
+            if if_rev is None:
+                return writes.submit(Write(doc_id)).rev
+            with writes.exclusive([doc_id]):
+                return self._delete_item(table, db_name, doc_id, if_rev)
+        return self._delete_item(table, db_name, doc_id, if_rev)
+
+    def _delete_item(self, table: str, db_name: str, doc_id: str, if_rev: IfRev) -> str | None:
+        """One DeleteItem (conditional with ``if_rev``); the removed revision, or None."""
         params: dict[str, Any] = {"Key": {_ID: doc_id}, "ReturnValues": "ALL_OLD"}
         condition = _condition_for(if_rev)
         if condition is not None:
@@ -190,6 +253,7 @@ class DynamoDBService:
 
     def iter_pages(self, db_name: str, page_size: int = 100) -> Iterator[list[Document]]:
         """Pages of at most ``page_size`` documents (the spec's ``list_all_paginated``)."""
+        self._table_name(db_name)  # now, not at the first next() of the generator
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValidationError(
                 f"page_size must be a positive integer, got {page_size!r}: pass e.g. 100."
@@ -204,6 +268,10 @@ class DynamoDBService:
         if not ids:
             return found
         self._ensure(table, db_name)
+        if self.coalesce_reads:
+            for doc_id, raw in self._reads(table).load_many(found).items():
+                found[doc_id] = None if raw is None else decode_item(raw, self.native_numbers)
+            return found
         for item in self._batch_get(table, list(found)):
             found[item[_ID]] = decode_item(item, self.native_numbers)
         return found
@@ -227,6 +295,12 @@ class DynamoDBService:
         if not items:
             return {}
         self._ensure(table, db_name)
+        if self.coalesce_writes:
+            outcomes = self._writes(table).submit_many(
+                [Write(doc_id, item) for doc_id, item in items.items()]
+            )
+            _raise_first_error(outcomes)
+            return items
         stored = {
             item[_ID]: parse_generation(item.get(_REV))
             for item in self._batch_get(table, list(items), projection=True)
@@ -243,6 +317,9 @@ class DynamoDBService:
         if not ids:
             return
         self._ensure(table, db_name)
+        if self.coalesce_writes:
+            _raise_first_error(self._writes(table).submit_many([Write(doc_id) for doc_id in ids]))
+            return
         self._batch_write(table, [{"DeleteRequest": {"Key": {_ID: doc_id}}} for doc_id in ids])
 
     def query(self, db_name: str, index: str, value: Any) -> list[Document]:
@@ -283,6 +360,19 @@ class DynamoDBService:
             "hit_ratio": 0.0,
             "db_calls": calls,
             "retry": self._retry.stats(),
+            "batching": self.batching_stats(),
+        }
+
+    def batching_stats(self) -> dict[str, dict[str, Any]]:
+        """Coalescing counters per direction, summed over tables (see `CoalescerStats`)."""
+        with self._coalescers_lock:
+            readers = list(self._read_coalescers.values())
+            writers = list(self._write_coalescers.values())
+        reads = sum((c.stats() for c in readers), CoalescerStats())
+        writes = sum((c.stats() for c in writers), CoalescerStats())
+        return {
+            "reads": {"enabled": self.coalesce_reads, **reads.as_dict()},
+            "writes": {"enabled": self.coalesce_writes, **writes.as_dict()},
         }
 
     def close(self) -> None:
@@ -350,6 +440,55 @@ class DynamoDBService:
         meta = getattr(self._resource, "meta", None)
         return getattr(meta, "client", None)
 
+    def _reads(self, table: str) -> ReadCoalescer[dict[str, Any] | None]:
+        """The table's read coalescer (created on first use)."""
+        coalescer = self._read_coalescers.get(table)
+        if coalescer is None:
+            with self._coalescers_lock:
+                coalescer = self._read_coalescers.get(table)
+                if coalescer is None:
+
+                    def load_batch(ids: list[str]) -> dict[str, dict[str, Any] | None]:
+                        return self._load_items(table, ids)
+
+                    coalescer = ReadCoalescer(
+                        load_batch,
+                        max_batch=self.max_batch_get,
+                        max_wait_s=self.coalesce_max_wait_s,
+                        copy=_copy_item,
+                    )
+                    self._read_coalescers[table] = coalescer
+        return coalescer
+
+    def _writes(self, table: str) -> WriteCoalescer:
+        """The table's write coalescer (created on first use)."""
+        coalescer = self._write_coalescers.get(table)
+        if coalescer is None:
+            with self._coalescers_lock:
+                coalescer = self._write_coalescers.get(table)
+                if coalescer is None:
+                    store = _TableWriteStore(self, table)
+
+                    def write_batch(writes: list[Write]) -> dict[str, WriteResult | BaseException]:
+                        return write_with_revisions(
+                            writes, store, revisions=self._revisions, retry=self._retry
+                        )
+
+                    coalescer = WriteCoalescer(
+                        write_batch,
+                        max_batch=self.max_batch_write,
+                        max_wait_s=self.coalesce_max_wait_s,
+                    )
+                    self._write_coalescers[table] = coalescer
+        return coalescer
+
+    def _load_items(self, table: str, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Raw items for distinct ``ids`` (None when absent): the read coalescer's batch."""
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+        for item in self._batch_get(table, ids):
+            found[item[_ID]] = item
+        return found
+
     def _count(self, operation: str) -> None:
         with self._calls_lock:
             self._calls[operation] += 1
@@ -384,7 +523,8 @@ class DynamoDBService:
             try:
                 self._put_item(table, item, _condition_for(if_rev))
             except _ConditionFailed as exc:
-                raise _conflict(table, doc_id, if_rev, "PutItem") from exc
+                db_name = table[len(self.table_prefix) :]
+                raise _conflict(db_name, doc_id, if_rev, "PutItem") from exc
             return rev
         # Unconditional save: one conditional PutItem in the common case (see revisions.py).
         generation = self._revisions.next_generation(None)
@@ -400,11 +540,23 @@ class DynamoDBService:
             except _ConditionFailed as exc:
                 stored_rev = self._stored_rev(table, doc_id, exc.stored)
             if stored_rev is None:
+                # No item, or one written without a _rev (e.g. by the original service).
                 generation = self._revisions.next_generation(None)
-                condition = Attr(_ID).not_exists()
+                condition = Attr(_ID).not_exists() | Attr(_REV).not_exists()
             else:
-                generation = self._revisions.next_generation(parse_generation(stored_rev) or 0)
-                condition = Attr(_REV).eq(stored_rev)
+                stored_generation = parse_generation(stored_rev)
+                generation = self._revisions.next_generation(stored_generation or 0)
+                if stored_generation is not None and len(str(generation)) == len(
+                    str(stored_generation)
+                ):
+                    # "Below our generation", not "equal to what we read": with `eq`, any
+                    # write landing in between (fast-path writers win all of those) makes
+                    # us lose again, and one writer can starve for the whole loop.
+                    condition = Attr(_ID).not_exists() | Attr(_REV).lt(
+                        self._revisions.upper_bound(generation)
+                    )
+                else:
+                    condition = Attr(_REV).eq(stored_rev)
         raise ConflictError(
             f"Gave up saving {doc_id!r} in table {table!r} after {MAX_CONTENDED_SAVE_ATTEMPTS} "
             "lost races with concurrent writers; retry later or serialize writers of this id.",
@@ -438,7 +590,8 @@ class DynamoDBService:
             ),
         )
         item = response.get("Item")
-        return None if item is None else str(item.get(_REV))
+        rev = None if item is None else item.get(_REV)
+        return None if rev is None else str(rev)
 
     def _scan_pages(self, db_name: str, page_size: int | None) -> Iterator[list[Document]]:
         table = self._table_name(db_name)
@@ -512,6 +665,50 @@ class DynamoDBService:
             check_item_size({**item, _REV: _REV_PLACEHOLDER}, doc_id)
             items[doc_id] = item
         return items
+
+
+class _TableWriteStore:
+    """The DynamoDB calls of `write_with_revisions` for one table, through the service."""
+
+    def __init__(self, service: DynamoDBService, table: str) -> None:
+        self._service = service
+        self._table = table
+
+    def stored_revisions(self, keys: list[str]) -> dict[str, str]:
+        """Key -> stored ``_rev`` ("" if none) of the keys that exist: one consistent read."""
+        return {
+            str(item[_ID]): "" if item.get(_REV) is None else str(item[_REV])
+            for item in self._service._batch_get(self._table, keys, projection=True)
+        }
+
+    def batch_write(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One BatchWriteItem (throttling retried by `_call`); its unprocessed requests."""
+        table = self._table
+        service = self._service
+        response = service._call(
+            "BatchWriteItem",
+            table,
+            lambda: service._resource.batch_write_item(RequestItems={table: requests}),
+        )
+        unprocessed: list[dict[str, Any]] = (response.get("UnprocessedItems") or {}).get(table, [])
+        return unprocessed
+
+
+def _rev_of(result: WriteResult) -> str:
+    assert result.rev is not None  # a put always has its new revision
+    return result.rev
+
+
+def _copy_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A private copy for each caller sharing one coalesced read."""
+    return None if item is None else copy_document(item)
+
+
+def _raise_first_error(outcomes: list[WriteResult | BaseException]) -> None:
+    """Raise the first error among coalesced writes (after all of them are done)."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 #: A revision of the largest length we write, to size-check an item before its rev is known.

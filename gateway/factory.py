@@ -23,6 +23,7 @@ def build_dynamodb_service(settings: Settings, *, data_resource: object = None) 
         for db_name, collection in settings.COLLECTIONS.items()
     }
     retry = settings.RETRY
+    coalescing = settings.COALESCING
     policy = RetryPolicy(
         max_attempts=retry.max_attempts,
         base_s=retry.base_seconds,
@@ -46,6 +47,11 @@ def build_dynamodb_service(settings: Settings, *, data_resource: object = None) 
         connect_timeout_s=settings.DYNAMODB_CONNECT_TIMEOUT_S,
         read_timeout_s=settings.DYNAMODB_READ_TIMEOUT_S,
         max_pool_connections=settings.DYNAMODB_MAX_POOL_CONNECTIONS,
+        coalesce_reads=coalescing.reads,
+        coalesce_writes=coalescing.writes,
+        coalesce_max_wait_s=coalescing.max_wait_ms / 1000.0,
+        max_batch_get=coalescing.max_batch_get,
+        max_batch_write=coalescing.max_batch_write,
     )
 
 

@@ -135,7 +135,9 @@ class CachingGateway:
         self._clock = clock
         self._wall_clock = wall_clock
         self._native = service.native_numbers
-        self._copy = copy_document
+        # A backend that decodes every answer from bytes (Redis) hands out fresh objects: no
+        # copy is needed on a hit. One that keeps objects (memory, tiered) needs one.
+        self._copy = copy_document if getattr(cache, "shares_documents", True) else _same
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
         # Entries stored before this wall time are not trusted (set when the cache recovers
@@ -415,7 +417,8 @@ class CachingGateway:
         for doc_id, flight in joined.items():
             self._waits.inc()
             document = flight.wait()
-            results[doc_id] = None if document is None else self._copy(document)
+            # Every waiter of a flight got the same object: each needs its own copy.
+            results[doc_id] = None if document is None else copy_document(document)
         return results
 
     def _lead(
@@ -666,6 +669,10 @@ class CachingGateway:
         """``ttl_s`` shortened by up to ``jitter`` of itself, at random, so that entries filled
         together do not all expire together."""
         return ttl_s * (1.0 - policy.jitter * self._random())
+
+
+def _same(document: Document) -> Document:
+    return document
 
 
 def _quarantined(entry: Entry | Miss) -> bool:

@@ -193,11 +193,13 @@ def assert_same_entry(actual: Entry | Miss, expected: Entry) -> None:
     assert_same_value(actual.document, expected.document)
 
 
-def assert_quarantined(actual: Entry | Miss) -> None:
-    """``actual`` is a quarantine marker (its ``stored_at`` is the backend's own clock)."""
+def assert_quarantined(actual: Entry | Miss, generation: int | None = None) -> None:
+    """``actual`` is a quarantine marker (its ``stored_at`` is the backend's own clock) that
+    remembers ``generation``, the highest generation it displaced (when given)."""
     assert isinstance(actual, Entry), f"expected a quarantine marker, got {actual!r}"
     assert actual.kind is Kind.QUARANTINE, actual
-    assert actual.generation == 0, actual
+    if generation is not None:
+        assert actual.generation == generation, actual
     assert actual.document is None, actual
     assert type(actual.stored_at) is float, actual
 
@@ -319,6 +321,18 @@ class CacheBackendConformance:
         written = document_entry(GEN + 1)
         backend.write_many([put("users:k", written)])
         assert_same_entry(self.get(backend, "users:k"), written)
+
+    def test_quarantine_remembers_the_displaced_generation(self, backend: CacheBackend) -> None:
+        """A write delayed past a newer write and the next writer's marker must not bring the
+        older document back: the marker keeps it out and is replaced only by a newer write."""
+        backend.write_many([put("users:k", document_entry(GEN + 2))])
+        backend.quarantine_many(["users:k"], LONG_TTL_S)
+        assert_quarantined(self.get(backend, "users:k"), GEN + 2)
+        backend.write_many([put("users:k", document_entry(GEN + 1))])  # the delayed older write
+        assert_quarantined(self.get(backend, "users:k"), GEN + 2)
+        newest = document_entry(GEN + 3)
+        backend.write_many([put("users:k", newest)])
+        assert_same_entry(self.get(backend, "users:k"), newest)
 
     def test_write_keeps_newer(self, backend: CacheBackend) -> None:
         newer = document_entry(GEN + 2)
@@ -624,7 +638,8 @@ class CacheBackendConformance:
                     model.pop(key, None)
             elif operation == "quarantine":
                 backend.quarantine_many([key], LONG_TTL_S)
-                model[key] = Entry(Kind.QUARANTINE, 0)
+                displaced = 0 if current is MISS else current.generation
+                model[key] = Entry(Kind.QUARANTINE, displaced)
             else:
                 backend.delete_many([key])
                 model.pop(key, None)
@@ -634,7 +649,7 @@ class CacheBackendConformance:
                 if expected is MISS:
                     assert result is MISS, (steps, key_, result)
                 elif expected.kind is Kind.QUARANTINE:
-                    assert_quarantined(result)
+                    assert_quarantined(result, expected.generation)
                 else:
                     assert_same_entry(result, expected)
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-# Show the details of failing asserts inside the shared suites, not a bare AssertionError.
-pytest.register_assert_rewrite("tests.cache_conformance", "tests.gateway_helpers")
-
 # Make `gateway` and `tests.servers` importable without installing the project.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.emulator import EmbeddedDynamoDB
-from tests.servers import (
+# Show the details of failing asserts inside the shared suites, not a bare AssertionError.
+pytest.register_assert_rewrite("tests.cache_conformance", "tests.gateway_helpers")
+
+from gateway.emulator import EmbeddedDynamoDB  # noqa: E402
+from tests.servers import (  # noqa: E402
     TEST_CREDENTIALS,
     TEST_REGION,
     FaultProxy,

@@ -302,7 +302,10 @@ def test_no_stale_read_after_acknowledged_write(
     revision older than one whose save had returned before the read started. Must be 0.
 
     With the in-process backend the two instances do not share a cache, so each instance only
-    reads and writes its own keys; with redis and tiered they share everything.
+    reads and writes its own keys; with redis and tiered they share everything. There are no
+    deletes here: generations restart from the clock after a delete, so a save that raced a
+    delete may legitimately win with a lower generation (see the README's limits), which would
+    make "lower generation" an unsound staleness test.
     """
     redis_url = None if backend_kind == "memory" else request.getfixturevalue("redis_url")
     shared = backend_kind != "memory"
@@ -327,9 +330,6 @@ def test_no_stale_read_after_acknowledged_write(
             try:
                 for n in range(25):
                     key = pick(rng, instance)
-                    if rng.random() < 0.15:
-                        gw.delete("hot", key)
-                        continue
                     rev = gw.save("hot", key, {"n": n, "by": instance})["rev"]
                     generation = parse_generation(rev) or 0
                     with lock:
@@ -349,7 +349,9 @@ def test_no_stale_read_after_acknowledged_write(
                     doc = gw.get("hot", key)
                     reads[0] += 1
                     if doc is None:
-                        continue  # a delete may have won; deletes are not tracked as floors
+                        if floor:
+                            stale.append(f"{key}: None after an acknowledged save")
+                        continue
                     if (parse_generation(doc["_rev"]) or 0) < floor:
                         stale.append(f"{key}: {doc['_rev']} < {floor}")
             except BaseException as exc:

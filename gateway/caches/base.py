@@ -14,9 +14,10 @@ ways of putting an entry differ in whom they trust:
   over the new one.
 
 A *quarantine* marker (``Kind.QUARANTINE``) is set before a write is sent to DynamoDB and is
-replaced by the write's result once acknowledged: if the writer dies or the cache update fails
-in between, the marker makes every instance read that key from DynamoDB until it expires,
-instead of serving the copy from before the write.
+replaced by the write's result once acknowledged (its generation is the highest one it
+displaced, and only a write of at least that generation replaces it): if the writer dies or
+the cache update fails in between, the marker makes every instance read that key from DynamoDB
+until it expires, instead of serving the copy from before the write.
 
 A *negative* entry (``Kind.ABSENT``) says "no such document": from a read (generation 0, so any
 real document wins over it) or from an acknowledged delete (a tombstone, with the generation
@@ -85,6 +86,9 @@ class CacheBackend(Protocol):
     """What the caching gateway needs from a cache tier. Keys are opaque strings."""
 
     name: str
+    #: True when entries hand out stored objects (the gateway then copies documents on the way
+    #: out); False when every answer is freshly decoded (Redis), so no copy is needed.
+    shares_documents: bool
 
     def get(self, key: str) -> Entry | Miss:
         """The live entry for ``key``, or MISS (the hot path: no list is built)."""
@@ -136,8 +140,12 @@ def fill_allowed(current: Entry | Miss, new: Entry) -> bool:
 
 def write_decision(current: Entry | Miss, new: Entry) -> Literal["store", "keep", "drop"]:
     """The write rule, shared by the in-process backends (the Redis script mirrors it)."""
-    if current is MISS or current.kind is Kind.QUARANTINE:
+    if current is MISS:
         return "store"
+    if current.kind is Kind.QUARANTINE:
+        # A marker carries the highest generation it displaced: a write delayed past a newer
+        # write and the next writer's marker must not bring the older document back.
+        return "store" if new.generation >= current.generation else "keep"
     if new.generation > current.generation:
         return "store"
     if new.generation == current.generation and new.rev != current.rev:

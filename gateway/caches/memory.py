@@ -84,6 +84,8 @@ class MemoryCache:
     """An in-process, thread-safe LRU cache backend with per-entry TTLs."""
 
     name = "memory"
+    #: Entries hold the stored objects: the gateway copies documents on the way out.
+    shares_documents = True
 
     __slots__ = (
         "_acquire",
@@ -249,19 +251,28 @@ class MemoryCache:
         """
         now = self._timer()
         expires_at = now + ttl_s
-        marker = Entry(Kind.QUARANTINE, 0, stored_at=self._wall_clock())
+        stamp = self._wall_clock()
         lru = self._lru
         quarantines = self._quarantines
         self._acquire()
         try:
             for key in keys:
-                if key in lru:
+                # The marker remembers the highest generation it displaced: a delayed write
+                # of an older generation must not replace it (see base.write_decision).
+                floor = 0
+                slot = lru.get(key)
+                if slot is not None:
+                    if now < slot[0]:
+                        floor = slot[1].generation
                     del lru[key]
+                old = quarantines.get(key)
+                if old is not None and now < old[0]:
+                    floor = max(floor, old[1].generation)
                 if not ttl_s > 0:
                     continue
-                old = quarantines.get(key)
-                if old is None or old[0] < expires_at:
-                    quarantines[key] = (expires_at, marker)
+                marker = Entry(Kind.QUARANTINE, floor, stored_at=stamp)
+                until = expires_at if old is None or old[0] < expires_at else old[0]
+                quarantines[key] = (until, marker)
             if len(quarantines) > self._sweep_at:
                 self._sweep_quarantines(now)
         finally:

@@ -119,7 +119,10 @@ local action = 'store'
 if ckind then
   if mode == 'f' then
     if ckind == '{int(Kind.QUARANTINE)}' or compare(ngen, cgen) <= 0 then action = 'keep' end
-  elseif ckind ~= '{int(Kind.QUARANTINE)}' then
+  elseif ckind == '{int(Kind.QUARANTINE)}' then
+    -- a marker carries the highest generation it displaced (see base.write_decision)
+    if compare(ngen, cgen) < 0 then action = 'keep' end
+  else
     local c = compare(ngen, cgen)
     if c < 0 then action = 'keep'
     elseif c == 0 then
@@ -149,20 +152,30 @@ return {_KEPT}
 #: milliseconds (as for `CAS_SCRIPT`). Each key gets the marker, except that a marker already
 #: there that outlives the new one is kept; with a TTL of 0 no marker is set but the entry is
 #: still removed (the memory backend's rules).
-QUARANTINE_SCRIPT: Final = f"""
+QUARANTINE_SCRIPT: Final = (
+    LUA_HEADER_FUNCTION
+    + f"""
 local marker, ttl = ARGV[1], tonumber(ARGV[2])
 for _, key in ipairs(KEYS) do
-  local kind = string.match(redis.call('GETRANGE', key, 0, 15), '^v%d+|(%d)|')
+  local current = redis.call('GET', key)
+  local kind, gen = nil, '0'
+  if current then
+    local k, g = header(current)
+    if k then kind, gen = k, g end
+  end
   local keep = false
   if kind == '{int(Kind.QUARANTINE)}' then
     local left = redis.call('PTTL', key)
     keep = left == -1 or (ttl >= 0 and left >= ttl)
   end
   if not keep then
+    -- The marker remembers the generation it displaces: an older write arriving late must
+    -- not replace it (base.write_decision).
+    local stamped = string.gsub(marker, '^(v%d+|%d|)%-?%d+', '%1' .. gen, 1)
     if ttl > 0 then
-      redis.call('SET', key, marker, 'PX', ttl)
+      redis.call('SET', key, stamped, 'PX', ttl)
     elseif ttl < 0 then
-      redis.call('SET', key, marker)
+      redis.call('SET', key, stamped)
     else
       redis.call('UNLINK', key)
     end
@@ -170,6 +183,7 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+)
 
 
 def _ttl_ms(ttl_s: float) -> int:
@@ -193,6 +207,8 @@ class RedisCache:
     """The Redis cache backend (see the module docstring)."""
 
     name = "redis"
+    #: Every answer is decoded from bytes: callers get fresh objects, no copy needed.
+    shares_documents = False
 
     def __init__(
         self,

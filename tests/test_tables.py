@@ -1,0 +1,445 @@
+"""Tables created on first use: against the emulator over HTTP, and `TableManager` on a fake
+control plane for the states the emulator never shows (CREATING tables, indexes still building,
+a waiter that times out).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, WaiterError
+
+from gateway import AccessDeniedError, DynamoDBService, GatewayError, ServiceUnavailableError
+from gateway.aws_errors import translate
+from gateway.emulator import EmbeddedDynamoDB
+from gateway.tables import IndexSpec, TableInfo, TableManager
+from tests.servers import FaultProxy
+
+ClientFactory = Callable[..., Any]
+
+THREADS = 8
+USERS_INDEXES = {"users": {"by_email": IndexSpec("email", "S"), "by_age": IndexSpec("age", "N")}}
+
+
+@pytest.fixture
+def service(moto_server: EmbeddedDynamoDB, table_prefix: str) -> Iterator[DynamoDBService]:
+    with DynamoDBService(
+        endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix, indexes=USERS_INDEXES
+    ) as svc:
+        yield svc
+
+
+def run_threads(count: int, target: Callable[[int], None]) -> None:
+    """Run ``target(i)`` in ``count`` threads released together; re-raise the first failure."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            target(i)
+        except BaseException as exc:  # re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def create_raw_table(client: Any, name: str) -> None:
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+# -- against the emulator ----------------------------------------------------------------------
+
+
+def test_table_is_created_on_first_use_with_id_key_and_on_demand_billing(
+    service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    client = dynamodb_client()
+    assert f"{table_prefix}notes" not in client.list_tables()["TableNames"]
+    service.save("notes", "n1", {"text": "hello"})
+    table = client.describe_table(TableName=f"{table_prefix}notes")["Table"]
+    assert table["TableStatus"] == "ACTIVE"
+    assert table["KeySchema"] == [{"AttributeName": "_id", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "_id", "AttributeType": "S"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert not table.get("GlobalSecondaryIndexes")
+
+
+def test_a_read_creates_the_table_too(
+    service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    assert service.get("fresh", "nobody") is None
+    assert service.list_all("other") == []
+    client = dynamodb_client()
+    for name in (f"{table_prefix}fresh", f"{table_prefix}other"):
+        # DescribeTable, not ListTables: the shared emulator holds more than one page of tables.
+        assert client.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE"
+
+
+def test_declared_indexes_are_created_with_the_table(
+    service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    info = service.ensure_table("users")
+    assert info == TableInfo(
+        name=f"{table_prefix}users", index_keys={"by_email": "email", "by_age": "age"}
+    )
+    table = dynamodb_client().describe_table(TableName=f"{table_prefix}users")["Table"]
+    assert sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+        {"AttributeName": "_id", "AttributeType": "S"},
+        {"AttributeName": "age", "AttributeType": "N"},
+        {"AttributeName": "email", "AttributeType": "S"},
+    ]
+    indexes = {gsi["IndexName"]: gsi for gsi in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {"by_email", "by_age"}
+    assert indexes["by_email"]["KeySchema"] == [{"AttributeName": "email", "KeyType": "HASH"}]
+    assert indexes["by_age"]["KeySchema"] == [{"AttributeName": "age", "KeyType": "HASH"}]
+    assert indexes["by_email"]["Projection"] == {"ProjectionType": "ALL"}
+
+
+def test_concurrent_first_use_creates_the_table_once(
+    fault_proxy: FaultProxy, table_prefix: str
+) -> None:
+    with DynamoDBService(endpoint_url=fault_proxy.endpoint_url, table_prefix=table_prefix) as svc:
+        revs: dict[int, str] = {}
+
+        def save(i: int) -> None:
+            revs[i] = svc.save("brand_new", f"d{i}", {"i": i})["rev"]
+
+        run_threads(THREADS, save)
+        assert len(revs) == THREADS
+        assert fault_proxy.counts()["CreateTable"] == 1
+        assert svc.stats()["db_calls"]["CreateTable"] == 1
+        assert fault_proxy.counts()["PutItem"] == THREADS
+        assert {doc["_id"] for doc in svc.list_all("brand_new")} == {
+            f"d{i}" for i in range(THREADS)
+        }
+
+
+def test_two_processes_racing_on_a_new_table_both_succeed(
+    fault_proxy: FaultProxy, table_prefix: str
+) -> None:
+    services = [
+        DynamoDBService(endpoint_url=fault_proxy.endpoint_url, table_prefix=table_prefix)
+        for _ in range(2)
+    ]
+    try:
+
+        def save(i: int) -> None:
+            services[i % 2].save("raced", f"d{i}", {"i": i})
+
+        run_threads(THREADS, save)
+        # Each "process" creates at most once; the loser's ResourceInUseException is absorbed.
+        creates = [svc.stats()["db_calls"].get("CreateTable", 0) for svc in services]
+        assert 1 <= sum(creates) <= 2
+        assert all(n <= 1 for n in creates)
+        assert fault_proxy.counts()["CreateTable"] == sum(creates)
+        docs = services[0].list_all("raced")
+        assert sorted(doc["_id"] for doc in docs) == sorted(f"d{i}" for i in range(THREADS))
+    finally:
+        for svc in services:
+            svc.close()
+
+
+def test_an_existing_table_is_reused(
+    fault_proxy: FaultProxy, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    client = dynamodb_client()
+    create_raw_table(client, f"{table_prefix}legacy")
+    client.put_item(TableName=f"{table_prefix}legacy", Item={"_id": {"S": "old"}, "n": {"N": "7"}})
+    with DynamoDBService(endpoint_url=fault_proxy.endpoint_url, table_prefix=table_prefix) as svc:
+        doc = svc.get("legacy", "old")
+        assert doc is not None and doc["n"] == 7
+        svc.save("legacy", "new", {"n": 8})
+        assert "CreateTable" not in fault_proxy.counts()
+        assert fault_proxy.counts()["DescribeTable"] == 1
+        assert "CreateTable" not in svc.stats()["db_calls"]
+
+
+def test_each_table_is_described_once_per_service(
+    fault_proxy: FaultProxy, table_prefix: str
+) -> None:
+    with DynamoDBService(endpoint_url=fault_proxy.endpoint_url, table_prefix=table_prefix) as svc:
+        for i in range(5):
+            svc.save("once", f"d{i}", {})
+            svc.get("once", f"d{i}")
+        assert svc.stats()["db_calls"]["DescribeTable"] <= 2  # before and after creating
+        assert svc.stats()["db_calls"]["CreateTable"] == 1
+
+
+def test_a_table_deleted_behind_our_back_is_created_again(
+    service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    service.save("doomed", "a", {"n": 1})
+    dynamodb_client().delete_table(TableName=f"{table_prefix}doomed")
+    with pytest.raises(GatewayError) as caught:
+        service.get("doomed", "a")
+    assert caught.value.code == "ResourceNotFoundException"
+    # The service forgot the table: the next call creates it again.
+    service.save("doomed", "b", {"n": 2})
+    assert [doc["_id"] for doc in service.list_all("doomed")] == ["b"]
+
+
+# -- TableManager on a fake control plane ------------------------------------------------------
+
+
+def client_error(code: str, operation: str, message: str = "") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message or code}}, operation)
+
+
+def table_description(
+    name: str,
+    status: str = "ACTIVE",
+    gsis: list[dict[str, Any]] | None = None,
+    lsis: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    table: dict[str, Any] = {"TableName": name, "TableStatus": status}
+    if gsis is not None:
+        table["GlobalSecondaryIndexes"] = gsis
+    if lsis is not None:
+        table["LocalSecondaryIndexes"] = lsis
+    return {"Table": table}
+
+
+def gsi(name: str, attribute: str, status: str = "ACTIVE") -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
+        "IndexStatus": status,
+    }
+
+
+class FakeWaiter:
+    """botocore's ``table_exists`` waiter: polls DescribeTable until ACTIVE."""
+
+    def __init__(self, client: FakeControlPlane) -> None:
+        self.client = client
+
+    def wait(self, TableName: str, WaiterConfig: dict[str, int]) -> None:
+        self.client.waits.append(WaiterConfig)
+        for _ in range(WaiterConfig["MaxAttempts"]):
+            try:
+                table = self.client.describe_table(TableName=TableName)["Table"]
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                    raise
+                continue
+            if table["TableStatus"] == "ACTIVE":
+                return
+        raise WaiterError("TableExists", "Max attempts exceeded", {})
+
+
+class FakeControlPlane:
+    """A DynamoDB control plane scripted with a list of DescribeTable answers.
+
+    Each ``describe_table`` pops the next answer (a description, or an exception to raise); the
+    last one repeats. ``create_table`` records its parameters and raises ``create_error`` if set.
+    """
+
+    def __init__(
+        self,
+        describes: list[dict[str, Any] | Exception],
+        create_error: Exception | None = None,
+    ) -> None:
+        self.describes = list(describes)
+        self.create_error = create_error
+        self.calls: list[str] = []
+        self.created: list[dict[str, Any]] = []
+        self.waits: list[dict[str, int]] = []
+        self.lock = threading.Lock()
+
+    def describe_table(self, TableName: str) -> dict[str, Any]:
+        with self.lock:
+            self.calls.append("DescribeTable")
+            answer = self.describes.pop(0) if len(self.describes) > 1 else self.describes[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def create_table(self, **params: Any) -> dict[str, Any]:
+        with self.lock:
+            self.calls.append("CreateTable")
+            self.created.append(params)
+        if self.create_error is not None:
+            raise self.create_error
+        return {"TableDescription": {"TableName": params["TableName"], "TableStatus": "CREATING"}}
+
+    def get_waiter(self, name: str) -> FakeWaiter:
+        assert name == "table_exists"
+        return FakeWaiter(self)
+
+
+def translating_call(operation: str, table: str, fn: Callable[[], Any]) -> Any:
+    """What DynamoDBService passes as ``call``, minus the retries."""
+    try:
+        return fn()
+    except ClientError as exc:
+        raise translate(exc, operation, table) from exc
+
+
+def manager(
+    client: FakeControlPlane,
+    indexes: dict[str, IndexSpec] | None = None,
+    sleeps: list[float] | None = None,
+) -> TableManager:
+    recorded = sleeps if sleeps is not None else []
+    return TableManager(
+        client, lambda db_name: indexes or {}, translating_call, sleep=recorded.append
+    )
+
+
+NOT_FOUND = client_error("ResourceNotFoundException", "DescribeTable", "Requested resource")
+
+
+def test_manager_uses_an_active_table_without_creating_it() -> None:
+    client = FakeControlPlane(
+        [
+            table_description(
+                "p-users",
+                gsis=[gsi("by_email", "email")],
+                lsis=[
+                    {
+                        "IndexName": "local",
+                        "KeySchema": [
+                            {"AttributeName": "_id", "KeyType": "HASH"},
+                            {"AttributeName": "ts", "KeyType": "RANGE"},
+                        ],
+                    }
+                ],
+            )
+        ]
+    )
+    info = manager(client).ensure("p-users", "users")
+    assert info == TableInfo("p-users", {"by_email": "email", "local": "_id"})
+    assert client.calls == ["DescribeTable"]
+
+
+def test_manager_creates_a_missing_table_with_its_indexes() -> None:
+    client = FakeControlPlane(
+        [
+            NOT_FOUND,
+            table_description("p-users", "CREATING"),
+            table_description("p-users", gsis=[gsi("by_email", "email"), gsi("by_mail", "email")]),
+        ]
+    )
+    indexes = {"by_email": IndexSpec("email"), "by_mail": IndexSpec("email", "S")}
+    info = manager(client, indexes).ensure("p-users", "users")
+    assert info.index_keys == {"by_email": "email", "by_mail": "email"}
+    assert client.calls.count("CreateTable") == 1
+    (params,) = client.created
+    assert params["TableName"] == "p-users"
+    assert params["KeySchema"] == [{"AttributeName": "_id", "KeyType": "HASH"}]
+    assert params["BillingMode"] == "PAY_PER_REQUEST"
+    # An attribute shared by two indexes is defined once.
+    assert params["AttributeDefinitions"] == [
+        {"AttributeName": "_id", "AttributeType": "S"},
+        {"AttributeName": "email", "AttributeType": "S"},
+    ]
+    assert [g["IndexName"] for g in params["GlobalSecondaryIndexes"]] == ["by_email", "by_mail"]
+    assert all(
+        g["Projection"] == {"ProjectionType": "ALL"} for g in params["GlobalSecondaryIndexes"]
+    )
+    assert client.waits  # waited for ACTIVE
+
+
+def test_manager_creates_without_indexes_when_none_are_declared() -> None:
+    client = FakeControlPlane([NOT_FOUND, table_description("p-notes")])
+    manager(client).ensure("p-notes", "notes")
+    assert "GlobalSecondaryIndexes" not in client.created[0]
+
+
+def test_manager_waits_for_a_table_still_creating() -> None:
+    client = FakeControlPlane(
+        [
+            table_description("p-t", "CREATING"),
+            table_description("p-t", "CREATING"),
+            table_description("p-t", "CREATING"),
+            table_description("p-t"),
+        ]
+    )
+    info = manager(client).ensure("p-t", "t")
+    assert info.name == "p-t"
+    assert "CreateTable" not in client.calls
+    assert client.calls.count("DescribeTable") >= 4
+
+
+def test_manager_waits_when_somebody_else_is_creating_the_table() -> None:
+    client = FakeControlPlane(
+        [NOT_FOUND, table_description("p-t", "CREATING"), table_description("p-t")],
+        create_error=client_error("ResourceInUseException", "CreateTable", "Table in use"),
+    )
+    assert manager(client).ensure("p-t", "t").name == "p-t"
+    assert client.calls.count("CreateTable") == 1
+
+
+def test_manager_waits_for_indexes_still_creating() -> None:
+    sleeps: list[float] = []
+    client = FakeControlPlane(
+        [
+            table_description("p-t", gsis=[gsi("by_x", "x", "CREATING")]),
+            table_description("p-t", gsis=[gsi("by_x", "x", "CREATING")]),
+            table_description("p-t", gsis=[gsi("by_x", "x", "CREATING")]),
+            table_description("p-t", gsis=[gsi("by_x", "x")]),
+        ]
+    )
+    info = manager(client, sleeps=sleeps).ensure("p-t", "t")
+    assert info.index_keys == {"by_x": "x"}
+    assert sleeps  # polled with the injected sleep, not time.sleep
+    assert "CreateTable" not in client.calls
+
+
+def test_manager_gives_up_when_the_table_never_becomes_active() -> None:
+    client = FakeControlPlane([table_description("p-t", "CREATING")])
+    with pytest.raises(ServiceUnavailableError, match="did not become ACTIVE"):
+        manager(client).ensure("p-t", "t")
+
+
+def test_manager_gives_up_when_indexes_never_become_active() -> None:
+    sleeps: list[float] = []
+    client = FakeControlPlane([table_description("p-t", gsis=[gsi("by_x", "x", "CREATING")])])
+    with pytest.raises(ServiceUnavailableError, match="indexes"):
+        manager(client, sleeps=sleeps).ensure("p-t", "t")
+    assert len(sleeps) > 1
+
+
+def test_manager_passes_other_create_errors_on() -> None:
+    client = FakeControlPlane(
+        [NOT_FOUND],
+        create_error=client_error("AccessDeniedException", "CreateTable", "not authorized"),
+    )
+    with pytest.raises(AccessDeniedError, match="dynamodb:CreateTable"):
+        manager(client).ensure("p-t", "t")
+
+
+def test_manager_describes_once_then_remembers_until_forgotten() -> None:
+    client = FakeControlPlane([table_description("p-t")])
+    tables = manager(client)
+    for _ in range(3):
+        tables.ensure("p-t", "t")
+    assert client.calls == ["DescribeTable"]
+    tables.forget("p-t")
+    tables.forget("never-known")  # harmless
+    tables.ensure("p-t", "t")
+    assert client.calls == ["DescribeTable", "DescribeTable"]
+
+
+def test_manager_creates_once_under_concurrent_first_use() -> None:
+    client = FakeControlPlane([NOT_FOUND, table_description("p-t")])
+    tables = manager(client)
+    infos: list[TableInfo] = []
+    run_threads(THREADS, lambda i: infos.append(tables.ensure("p-t", "t")))
+    assert client.calls.count("CreateTable") == 1
+    assert len(infos) == THREADS and all(info == infos[0] for info in infos)
