@@ -457,8 +457,10 @@ class WriteCoalescer(_Coalescer[Write, WriteResult]):
         self._queue: list[tuple[_Entry[Write, WriteResult], int]] = []
         #: Keys with a write in flight (at most one each).
         self._busy: set[str] = set()
+        #: Keys claimed by `exclusive` (held, or waited for): kept out of new batches.
+        self._claims: Counter[str] = Counter()
         #: Keys held by `exclusive`.
-        self._reserved: Counter[str] = Counter()
+        self._held: set[str] = set()
 
     def submit(self, write: Write) -> WriteResult:
         """Send ``write`` in a batch; return once it is durably written, or raise its error."""
@@ -491,24 +493,34 @@ class WriteCoalescer(_Coalescer[Write, WriteResult]):
         """Hold ``keys`` for a write that bypasses batching (e.g. a conditional PutItem).
 
         Waits until none of the keys is in a batch in flight or held by another `exclusive`,
-        then keeps them out of new batches until the block ends. All keys are taken at once,
-        so two holders can never deadlock.
+        then holds them until the block ends. From the moment it starts waiting, new batches
+        leave the keys out, so a stream of batched writes to a hot key cannot starve it. All
+        keys are taken at once, so two holders can never deadlock.
         """
         wanted = set(keys)
         with self._cond:
-            while any(key in self._busy or self._reserved[key] for key in wanted):
-                self._cond.wait()
-            for key in wanted:
-                self._reserved[key] += 1
+            self._claims.update(wanted)
+            try:
+                while any(key in self._busy or key in self._held for key in wanted):
+                    self._cond.wait()
+            except BaseException:
+                self._unclaim(wanted)
+                raise
+            self._held.update(wanted)
         try:
             yield
         finally:
             with self._cond:
-                for key in wanted:
-                    self._reserved[key] -= 1
-                    if not self._reserved[key]:
-                        del self._reserved[key]
-                self._cond.notify_all()
+                self._held.difference_update(wanted)
+                self._unclaim(wanted)
+
+    def _unclaim(self, keys: set[str]) -> None:
+        """Drop `exclusive`'s claim on ``keys`` and wake whoever waits for them (lock held)."""
+        self._claims.subtract(keys)
+        for key in keys:
+            if self._claims[key] <= 0:
+                del self._claims[key]
+        self._cond.notify_all()
 
     @property
     def queued(self) -> int:
@@ -528,9 +540,9 @@ class WriteCoalescer(_Coalescer[Write, WriteResult]):
         full = False
         for entry, weight in self._queue:
             key = entry.key
-            # A key in flight, held, or already in this batch waits for a later batch; so do
-            # its later writes, which keeps each key's writes in submission order.
-            if key in chosen_keys or key in self._busy or self._reserved[key]:
+            # A key in flight, claimed by `exclusive`, or already in this batch waits for a
+            # later batch; so do its later writes, which keeps each key's writes in order.
+            if key in chosen_keys or key in self._busy or key in self._claims:
                 continue
             if chosen and size + weight > self.max_batch_bytes:
                 full = True

@@ -307,8 +307,10 @@ class CoalescingConfig(BaseModel):
     reads: bool = Field(
         default=True, description="true or false: merge concurrent gets into BatchGetItem"
     )
+    # Off by default: BatchWriteItem takes no conditions, so batched saves keep revisions
+    # strictly increasing only when one process writes a given document.
     writes: bool = Field(
-        default=True, description="true or false: merge concurrent writes into BatchWriteItem"
+        default=False, description="true or false: merge concurrent writes into BatchWriteItem"
     )
     max_wait_ms: float = Field(
         default=0.0,

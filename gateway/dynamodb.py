@@ -11,6 +11,7 @@ plane (describing and creating tables) always goes to DynamoDB through a boto3 c
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -627,7 +628,7 @@ class DynamoDBService:
                 response = self._call(
                     "BatchGetItem",
                     table,
-                    lambda pending=pending: self._resource.batch_get_item(RequestItems=pending),
+                    functools.partial(self._resource.batch_get_item, RequestItems=pending),
                 )
                 yield from response.get("Responses", {}).get(table, [])
                 pending = response.get("UnprocessedKeys") or {}
@@ -644,7 +645,7 @@ class DynamoDBService:
                 response = self._call(
                     "BatchWriteItem",
                     table,
-                    lambda pending=pending: self._resource.batch_write_item(RequestItems=pending),
+                    functools.partial(self._resource.batch_write_item, RequestItems=pending),
                 )
                 pending = response.get("UnprocessedItems") or {}
                 if pending:

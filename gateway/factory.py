@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.breaker import CircuitBreaker
 from gateway.caches.base import CacheBackend
+from gateway.caches.memory import MemoryCache
 from gateway.config import Settings
 from gateway.dynamodb import DynamoDBService
 from gateway.errors import ConfigError
@@ -11,6 +14,9 @@ from gateway.gateway import CachingGateway
 from gateway.retry import RetryBudget, RetryPolicy
 from gateway.service import DatabaseService
 from gateway.tables import IndexSpec
+
+if TYPE_CHECKING:  # redis-py is an optional extra: imported where it is used
+    from gateway.caches.redis_cache import RedisCache
 
 
 def build_dynamodb_service(settings: Settings, *, data_resource: object = None) -> DynamoDBService:
@@ -109,13 +115,11 @@ def build_cache(settings: Settings) -> CacheBackend:
     )
 
 
-def _memory_cache(settings: Settings) -> CacheBackend:
-    from gateway.caches.memory import MemoryCache
-
+def _memory_cache(settings: Settings) -> MemoryCache:
     return MemoryCache(max_items=settings.CACHE_MAX_ITEMS, max_bytes=settings.CACHE_MAX_BYTES)
 
 
-def _redis_cache(settings: Settings) -> CacheBackend:
+def _redis_cache(settings: Settings) -> RedisCache:
     try:
         from gateway.caches.redis_cache import RedisCache
     except ImportError as exc:  # redis-py is an optional extra

@@ -58,10 +58,14 @@ _KEY_SEPARATOR = ":"  # table names cannot contain ':', so "<table>:<id>" is una
 class CachePolicyLike(Protocol):
     """What the gateway reads of a collection's cache policy (config.ResolvedCachePolicy)."""
 
-    enabled: bool
-    ttl_s: float
-    negative_ttl_s: float
-    jitter: float
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def ttl_s(self) -> float: ...
+    @property
+    def negative_ttl_s(self) -> float: ...
+    @property
+    def jitter(self) -> float: ...
 
 
 class _Counter:
@@ -349,6 +353,7 @@ class CachingGateway:
             "hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
             "db_calls": service_stats["db_calls"],
             "retry": service_stats.get("retry", {}),
+            "batching": service_stats.get("batching", {}),
             "cache_backend": getattr(self._cache, "name", type(self._cache).__name__),
             "evictions": int(cache_stats.get("evictions", 0)),
             "cache_errors": self._cache_errors.value,
@@ -429,6 +434,15 @@ class CachingGateway:
         flights: dict[str, _Flight],
         quarantined: set[str],
     ) -> dict[str, Document | None]:
+        settled = self._settled(keys, flights)
+        if settled:
+            self._finish(keys, {doc_id: flights.pop(doc_id) for doc_id in settled}, settled)
+        results = {
+            doc_id: None if document is None else self._copy(document)
+            for doc_id, document in settled.items()
+        }
+        if not flights:
+            return results
         started = self._clock()
         try:
             if len(flights) == 1:
@@ -459,10 +473,27 @@ class CachingGateway:
             self._fill(puts)
         self._finish(keys, flights, loaded=loaded)
         # The loaded documents may now be held by the cache: hand out copies.
-        return {
-            doc_id: None if document is None else self._copy(document)
+        results.update(
+            (doc_id, None if document is None else self._copy(document))
             for doc_id, document in loaded.items()
-        }
+        )
+        return results
+
+    def _settled(
+        self, keys: Mapping[str, str], flights: Mapping[str, _Flight]
+    ) -> dict[str, Document | None]:
+        """Answers the cache got since these keys missed: a load that finished just before
+        this flight was registered has filled them, and concurrent misses on a key must still
+        make one DynamoDB call (double-checked, as in cachetools' ``_cached``)."""
+        ids = list(flights)
+        entries = self._cache_get_many([keys[doc_id] for doc_id in ids])
+        distrust = self._distrust_before
+        settled: dict[str, Document | None] = {}
+        for doc_id, entry in zip(ids, entries, strict=True):
+            if entry is MISS or entry.kind is Kind.QUARANTINE or entry.stored_at < distrust:
+                continue
+            settled[doc_id] = entry.document if entry.kind is Kind.DOCUMENT else None
+        return settled
 
     def _finish(
         self,

@@ -428,6 +428,28 @@ def test_exclusive_waits_for_the_keys_batch_in_flight() -> None:
     assert seen == [1]  # it ran only once the batch holding "a" was back
 
 
+def test_a_waiting_exclusive_is_not_starved_by_batched_writes_to_its_key() -> None:
+    gate = Gate()
+    writer = RecordingWriter(gate)
+    writes = WriteCoalescer(writer)
+    first = start(lambda: writes.submit(put("a", 1)))
+    wait_until(lambda: writes.in_flight == 1, "the batch holding a")
+    seen: list[list[list[tuple[str, Any]]]] = []
+
+    def conditional_write() -> None:
+        with writes.exclusive(["a"]):
+            seen.append([list(batch) for batch in writer.batches])
+
+    fenced = start(conditional_write)
+    wait_until(lambda: "a" in writes._claims, "the conditional write to claim a")
+    second = start(lambda: writes.submit(put("a", 2)))
+    wait_until(lambda: writes.queued == 1, "the next write to a queued")
+    gate.open()
+    join_all([first[0], fenced[0], second[0]])
+    assert seen == [[[("a", 1)]]]  # it ran before the write queued behind it
+    assert writer.batches == [[("a", 1)], [("a", 2)]]
+
+
 def test_write_coalescer_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         WriteCoalescer(RecordingWriter(), max_batch=26)

@@ -97,7 +97,7 @@ def test_defaults() -> None:
     )
     assert s.COALESCING.model_dump() == {
         "reads": True,
-        "writes": True,
+        "writes": False,
         "max_wait_ms": 0.0,
         "max_batch_get": 100,
         "max_batch_write": 25,
@@ -128,7 +128,7 @@ def test_environment_form(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CACHE_TTL_S", "12.5")
     monkeypatch.setenv("CACHE_MAX_ITEMS", "42")
     monkeypatch.setenv("RETRY", '{"max_attempts": 2, "deadline_seconds": 1}')
-    monkeypatch.setenv("COALESCING", '{"writes": false}')
+    monkeypatch.setenv("COALESCING", '{"writes": true, "reads": false}')
     monkeypatch.setenv(
         "COLLECTIONS",
         '{"orders": {"indexes": {"by_customer": {"attribute": "cust", "type": "N"}}}}',
@@ -140,7 +140,7 @@ def test_environment_form(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.CACHE_TTL_S == 12.5
     assert s.CACHE_MAX_ITEMS == 42
     assert (s.RETRY.max_attempts, s.RETRY.deadline_seconds) == (2, 1.0)
-    assert s.COALESCING.writes is False and s.COALESCING.reads is True
+    assert s.COALESCING.writes is True and s.COALESCING.reads is False
     assert s.collection("orders").indexes["by_customer"].type == "N"
 
 
@@ -238,7 +238,7 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
         "RETRY": RetryConfig(max_attempts=4, cap_seconds=1).model_dump(),
         "COALESCING": {
             "reads": True,
-            "writes": True,
+            "writes": False,
             "max_wait_ms": 2.0,
             "max_batch_get": 100,
             "max_batch_write": 10,

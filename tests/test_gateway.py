@@ -19,7 +19,7 @@ from gateway import ABSENT, ConflictError, ValidationError
 from gateway.revisions import parse_generation
 from tests.gateway_helpers import Policy, gateways, make_service
 
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "tiered"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -294,7 +294,7 @@ def test_invalidate_and_invalidate_collection(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend_kind", ["memory", "redis"])
+@pytest.mark.parametrize("backend_kind", ["memory", "redis", "tiered"])
 def test_no_stale_read_after_acknowledged_write(
     backend_kind: str, moto_server: Any, table_prefix: str, request: pytest.FixtureRequest
 ) -> None:

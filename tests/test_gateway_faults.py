@@ -16,7 +16,7 @@ import pytest
 from gateway.breaker import CircuitBreaker
 from tests.gateway_helpers import gateways
 
-BACKENDS = ["redis"]
+BACKENDS = ["redis", "tiered"]
 
 
 def _fast_breaker() -> CircuitBreaker:

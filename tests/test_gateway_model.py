@@ -35,7 +35,7 @@ def _types(value: Any) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "redis", "tiered"])
 def test_gateway_answers_like_the_bare_service(
     backend: str, moto_server: Any, table_prefix: str, request: pytest.FixtureRequest
 ) -> None:

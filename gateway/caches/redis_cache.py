@@ -118,7 +118,12 @@ end
 local action = 'store'
 if ckind then
   if mode == 'f' then
-    if ckind == '{int(Kind.QUARANTINE)}' or compare(ngen, cgen) <= 0 then action = 'keep' end
+    if ckind == '{int(Kind.QUARANTINE)}' then action = 'keep'
+    else
+      local c = compare(ngen, cgen)
+      -- same generation, revision and kind: the same content, so refresh stored_at and TTL
+      if c < 0 or (c == 0 and (nrev ~= crev or nkind ~= ckind)) then action = 'keep' end
+    end
   elseif ckind == '{int(Kind.QUARANTINE)}' then
     -- a marker carries the highest generation it displaced (see base.write_decision)
     if compare(ngen, cgen) < 0 then action = 'keep' end
