@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.breaker import CircuitBreaker
 from gateway.caches.base import CacheBackend
 from gateway.caches.memory import MemoryCache
+from gateway.caches.partitioned import PartitionedMemoryCache
 from gateway.config import Settings
 from gateway.dynamodb import DynamoDBService
 from gateway.errors import ConfigError
@@ -109,14 +110,22 @@ def build_cache(settings: Settings) -> CacheBackend:
     if backend == "tiered":
         from gateway.caches.tiered import TieredCache
 
-        return TieredCache(_memory_cache(settings), _redis_cache(settings))
+        # A partitioned in-process tier has MemoryCache's interface (duck-typed).
+        return TieredCache(cast(MemoryCache, _memory_cache(settings)), _redis_cache(settings))
     raise ConfigError(
         f"CACHE_BACKEND={backend!r} has no cache tier: use none, memory, redis, tiered or dax."
     )
 
 
-def _memory_cache(settings: Settings) -> MemoryCache:
-    return MemoryCache(max_items=settings.CACHE_MAX_ITEMS, max_bytes=settings.CACHE_MAX_BYTES)
+def _memory_cache(settings: Settings) -> MemoryCache | PartitionedMemoryCache:
+    """The in-process tier: one cache, or one per collection that sets its own ``max_items``."""
+    shared = MemoryCache(max_items=settings.CACHE_MAX_ITEMS, max_bytes=settings.CACHE_MAX_BYTES)
+    partitions = {
+        settings.DYNAMODB_TABLE_PREFIX + db_name: MemoryCache(max_items=collection.cache.max_items)
+        for db_name, collection in settings.COLLECTIONS.items()
+        if collection.cache is not None and collection.cache.max_items is not None
+    }
+    return PartitionedMemoryCache(shared, partitions) if partitions else shared
 
 
 def _redis_cache(settings: Settings) -> RedisCache:
