@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -160,10 +162,230 @@ def cmd_streams_enable(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- migration: export / import / copy (the logic is in gateway/migrate.py) -------------------
+
+
+def _progress_bar(args: argparse.Namespace) -> Any:
+    """A rich progress bar on stderr, off with --quiet or when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.quiet or not console.is_terminal,
+    )
+
+
+def _status(documents: int, bad_lines: int = 0) -> str:
+    return f"{documents} documents" + (f", {bad_lines} bad lines" if bad_lines else "")
+
+
+def _decimal_settings(args: argparse.Namespace) -> Settings:
+    """The settings with numbers read as Decimal: native numbers would lose digits."""
+    return _settings(args).model_copy(update={"NATIVE_NUMBERS": False})
+
+
+def _target_settings(args: argparse.Namespace) -> Settings:
+    """``gateway copy``'s target: --to-config and the --to-* flags; without --to-config, the
+    source's configuration and flags, overridden by the --to-* flags."""
+    inherit = args.to_config is None
+    target = argparse.Namespace(
+        **{
+            **vars(args),
+            "config": args.to_config or args.config,
+            "endpoint_url": args.to_endpoint_url or (args.endpoint_url if inherit else None),
+            "region": args.to_region or (args.region if inherit else None),
+            "table_prefix": args.to_table_prefix
+            if args.to_table_prefix is not None
+            else (args.table_prefix if inherit else None),
+        }
+    )
+    return _settings(target)
+
+
+def _file_size(stream: Any) -> int | None:
+    """The size of a regular file being read, for the progress bar; None if unknown."""
+    try:
+        return os.fstat(stream.fileno()).st_size or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gateway.factory import build_dynamodb_service
+    from gateway.migrate import Progress, export_collection
+
+    bar = _progress_bar(args)
+    to_stdout = args.out in (None, "-")
+    partial = None if to_stdout else f"{args.out}.partial"
+    try:
+        with build_dynamodb_service(_decimal_settings(args)) as service, bar:
+            task = bar.add_task(f"export {args.collection}", total=None, status="")
+
+            def on_progress(p: Progress) -> None:
+                bar.update(task, completed=p.documents, status=_status(p.documents))
+
+            if partial is None:
+                reconfigure = getattr(sys.stdout, "reconfigure", None)
+                if callable(reconfigure) and (sys.stdout.encoding or "").lower() != "utf-8":
+                    reconfigure(encoding="utf-8")
+                summary = export_collection(service, args.collection, sys.stdout, on_progress)
+                sys.stdout.flush()
+            else:
+                try:
+                    out = open(partial, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+                except OSError as exc:
+                    raise ValidationError(f"cannot write {partial}: {exc.strerror}") from exc
+                with out:
+                    summary = export_collection(service, args.collection, out, on_progress)
+                os.replace(partial, args.out)
+                partial = None
+    except BrokenPipeError:  # e.g. `gateway export users | head`: not an error of ours
+        with contextlib.suppress(OSError, ValueError):  # no second error when Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"error: export of {args.collection!r} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        if partial is not None and os.path.exists(partial):  # an incomplete export
+            os.remove(partial)
+    where = "" if to_stdout else f" to {args.out}"
+    print(summary.describe() + where, file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from gateway.factory import get_database_service
+    from gateway.migrate import BadLine, MigrationInterrupted, Progress, import_lines
+
+    name = "<stdin>" if args.file == "-" else args.file
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ValidationError(f"cannot read {args.file}: {exc.strerror}") from exc
+    bar = _progress_bar(args)
+    last = Progress(documents=0, last_line_committed=max(args.resume_from, 1) - 1)
+    try:
+        size = _file_size(stream)
+        with get_database_service(_settings(args)) as service, bar:
+            task = bar.add_task(f"import {args.collection}", total=size, status="")
+
+            def lines() -> Any:
+                for raw in stream:
+                    bar.advance(task, len(raw))
+                    yield raw
+
+            def on_progress(p: Progress) -> None:
+                nonlocal last
+                last = p
+                bar.update(task, status=_status(p.documents, p.bad_lines))
+
+            def on_bad_line(bad: BadLine) -> None:
+                print(f"{name}:{bad.line_no}: {bad.reason}", file=sys.stderr)
+
+            summary = import_lines(
+                service,
+                args.collection,
+                lines(),
+                batch_size=args.batch_size,
+                skip_existing=args.skip_existing,
+                start_line=args.resume_from,
+                progress=on_progress,
+                on_bad_line=on_bad_line,
+            )
+    except MigrationInterrupted as exc:
+        print(exc.summary.describe(), file=sys.stderr)
+        print(
+            f"error: import stopped: {exc.__cause__}; resume with --resume-from {exc.resume_from}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(
+            f"error: interrupted after {last.documents} documents; resume with --resume-from "
+            f"{last.last_line_committed + 1}",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    print(f"{summary.describe()} (from {name})", file=sys.stderr)
+    if summary.bad_lines:
+        print(
+            f"error: {len(summary.bad_lines)} lines of {name} were not imported (listed above); "
+            "the others were",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from gateway.factory import build_dynamodb_service, get_database_service
+    from gateway.migrate import MigrationInterrupted, Progress, copy_collection
+
+    source_settings = _decimal_settings(args)
+    target_settings = _target_settings(args)
+    bar = _progress_bar(args)
+    copied = 0
+    try:
+        with (
+            build_dynamodb_service(source_settings) as source,
+            get_database_service(target_settings) as target,
+            bar,
+        ):
+            task = bar.add_task(f"copy {args.collection}", total=None, status="")
+
+            def on_progress(p: Progress) -> None:
+                nonlocal copied
+                copied = p.documents
+                bar.update(task, completed=p.documents, status=_status(p.documents))
+
+            summary = copy_collection(
+                source,
+                target,
+                args.collection,
+                target_db_name=args.to_collection,
+                batch_size=args.batch_size,
+                skip_existing=args.skip_existing,
+                progress=on_progress,
+            )
+            route = f"{source!r} -> {target!r}"
+    except MigrationInterrupted as exc:
+        print(exc.summary.describe(), file=sys.stderr)
+        print(f"error: copy stopped: {exc.__cause__}; run it again", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"error: interrupted after {copied} documents; run it again", file=sys.stderr)
+        return 130
+    print(f"{summary.describe()}: {route}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return run_demo(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from gateway.bench.command import run_bench
+
+    return run_bench(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
         "is configured",
     )
     demo.add_argument("--documents", type=int, default=50, help="how many documents to save")
+
+    from gateway.bench.command import add_arguments as add_bench_arguments
+
+    add_bench_arguments(
+        add(
+            "bench",
+            cmd_bench,
+            "the bare service beside the gateway with each cache, on a read-heavy workload "
+            "(embedded emulator unless an endpoint is configured; real AWS only with --aws)",
+        )
+    )
 
     tables = commands.add_parser("tables", help="list, describe or create tables")
     table_commands = tables.add_subparsers(dest="tables_command", required=True)
@@ -235,6 +468,55 @@ def build_parser() -> argparse.ArgumentParser:
         default="NEW_AND_OLD_IMAGES",
         choices=["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"],
     )
+
+    export = add(
+        "export",
+        cmd_export,
+        "write a collection as JSON Lines (DynamoDB JSON, one item a line) to stdout or --out",
+    )
+    export.add_argument("collection")
+    export.add_argument(
+        "--out", metavar="FILE", help="write to FILE (via FILE.partial, renamed when complete)"
+    )
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    import_ = add(
+        "import",
+        cmd_import,
+        "save every line of a JSON Lines file (DynamoDB JSON or plain JSON with _id) into a "
+        "collection; bad lines are listed with their numbers",
+    )
+    import_.add_argument("collection")
+    import_.add_argument("file", help="the JSON Lines file, or - for standard input")
+    import_.add_argument(
+        "--resume-from",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at line N (after an interruption: the last line committed + 1)",
+    )
+    import_.add_argument("--batch-size", type=int, default=25, help="documents per save_many")
+    import_.add_argument(
+        "--skip-existing", action="store_true", help="leave documents already stored as they are"
+    )
+    import_.add_argument("--quiet", action="store_true", help="no progress bar")
+    copy = add(
+        "copy",
+        cmd_copy,
+        "copy a collection to another configuration (endpoint, region, table prefix or name)",
+    )
+    copy.add_argument("collection")
+    copy.add_argument(
+        "--to-config", metavar="YAML", help="the target's configuration (default: the source's)"
+    )
+    copy.add_argument("--to-endpoint-url", metavar="URL", help="the target's DynamoDB endpoint")
+    copy.add_argument("--to-region", help="the target's AWS region")
+    copy.add_argument("--to-table-prefix", metavar="PREFIX", help="the target's table prefix")
+    copy.add_argument("--to-collection", metavar="NAME", help="the target collection's name")
+    copy.add_argument("--batch-size", type=int, default=25, help="documents per page and batch")
+    copy.add_argument(
+        "--skip-existing", action="store_true", help="leave documents the target has as they are"
+    )
+    copy.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

@@ -15,6 +15,7 @@ import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from time import perf_counter_ns
 from typing import Any, TypeVar
 
 import boto3
@@ -40,6 +41,14 @@ from gateway.codec import (
     validate_id,
 )
 from gateway.errors import ConflictError, GatewayError, ValidationError
+from gateway.metrics import (
+    READ_OPERATIONS,
+    WRITE_OPERATIONS,
+    CapacityMeter,
+    LatencyRecorder,
+    condition_failure_units,
+    cost_dollars,
+)
 from gateway.retry import RetryPolicy, botocore_config
 from gateway.revisions import RevisionMaker, parse_generation
 from gateway.service import ABSENT, Document, IfRev, SaveResult
@@ -145,6 +154,13 @@ class DynamoDBService:
         self._calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self._closed = False
+        self._latency = LatencyRecorder()
+        self._capacity = CapacityMeter()
+        # A response without ConsumedCapacity gets an estimate from item sizes, except from a
+        # data resource of the caller's (DAX): DAX leaves it out of answers from its cache,
+        # which cost DynamoDB nothing.
+        self._estimate_capacity = data_resource is None
+        _request_consumed_capacity(self._resource)
 
     # ------------------------------------------------------------------ documents
 
@@ -198,12 +214,9 @@ class DynamoDBService:
         if self.coalesce_reads:
             raw = self._reads(table).load(doc_id)
             return None if raw is None else decode_item(raw, self.native_numbers)
+        params: dict[str, Any] = {"Key": {_ID: doc_id}, "ConsistentRead": self.consistent_read}
         response = self._call(
-            "GetItem",
-            table,
-            lambda: self._table(table).get_item(
-                Key={_ID: doc_id}, ConsistentRead=self.consistent_read
-            ),
+            "GetItem", table, lambda: self._table(table).get_item(**params), request=params
         )
         item = response.get("Item")
         return None if item is None else decode_item(item, self.native_numbers)
@@ -342,7 +355,9 @@ class DynamoDBService:
         }
         documents: list[Document] = []
         while True:
-            response = self._call("Query", table, lambda: self._table(table).query(**params))
+            response = self._call(
+                "Query", table, lambda: self._table(table).query(**params), request=params
+            )
             documents.extend(decode_item(i, self.native_numbers) for i in response["Items"])
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
@@ -352,9 +367,15 @@ class DynamoDBService:
     # ------------------------------------------------------------------ service
 
     def stats(self) -> dict[str, Any]:
-        """DynamoDB calls by operation (a bare service has no cache: no hits, no misses)."""
+        """DynamoDB calls by operation (a bare service has no cache: no hits, no misses),
+        latency per DynamoDB operation, consumed capacity and its on-demand cost."""
         with self._calls_lock:
             calls = dict(self._calls)
+        capacity = self._capacity.snapshot()
+        dollars = cost_dollars(capacity["read_units"], capacity["write_units"])
+        requests = sum(
+            n for op, n in calls.items() if op in READ_OPERATIONS or op in WRITE_OPERATIONS
+        )
         return {
             "hits": 0,
             "misses": 0,
@@ -362,6 +383,13 @@ class DynamoDBService:
             "db_calls": calls,
             "retry": self._retry.stats(),
             "batching": self.batching_stats(),
+            "latency": self._latency.snapshot(),
+            "consumed_capacity": capacity,
+            "cost": {
+                "dollars": dollars,
+                # The average data-plane request (attempts included), per million.
+                "per_million_requests": dollars / requests * 1e6 if requests else 0.0,
+            },
         }
 
     def batching_stats(self) -> dict[str, dict[str, Any]]:
@@ -494,18 +522,34 @@ class DynamoDBService:
         with self._calls_lock:
             self._calls[operation] += 1
 
-    def _call(self, operation: str, table: str, fn: Callable[[], T]) -> T:
-        """Run one DynamoDB operation under the retry policy, translating its errors."""
+    def _call(
+        self,
+        operation: str,
+        table: str,
+        fn: Callable[[], T],
+        *,
+        request: Mapping[str, Any] | None = None,
+    ) -> T:
+        """Run one DynamoDB operation under the retry policy, translating its errors.
+
+        Its latency (retries and their waits included) and the capacity its response reports
+        are recorded; ``request`` (the parameters sent) serves to estimate that capacity from
+        item sizes when the response reports none (see `gateway.metrics.estimate_capacity`).
+        """
 
         def attempt() -> T:
             self._count(operation)
             return fn()
 
+        start = perf_counter_ns()
         try:
-            return self._retry.call(operation, attempt)
+            response = self._retry.call(operation, attempt)
         except ClientError as exc:
             if error_code(exc) == _CONDITION_FAILED:
-                raise _ConditionFailed(exc.response.get("Item")) from exc
+                stored = exc.response.get("Item")
+                # A failed condition still costs the write; the error reports no capacity.
+                self._capacity.add(operation, 0.0, condition_failure_units(stored), estimated=True)
+                raise _ConditionFailed(stored) from exc
             if error_code(exc) == "ResourceNotFoundException" and operation not in (
                 "DescribeTable",
                 "CreateTable",
@@ -515,6 +559,10 @@ class DynamoDBService:
             raise translate(exc, operation, table) from exc
         except BotoCoreError as exc:
             raise translate(exc, operation, table) from exc
+        finally:
+            self._latency.record(operation, perf_counter_ns() - start)
+        self._capacity.add_response(operation, response, request, estimate=self._estimate_capacity)
+        return response
 
     def _put(self, table: str, doc_id: str, item: dict[str, Any], if_rev: IfRev) -> str:
         if if_rev is not None:
@@ -570,7 +618,7 @@ class DynamoDBService:
         if condition is not None:
             params["ConditionExpression"] = condition
             params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        self._call("PutItem", table, lambda: self._table(table).put_item(**params))
+        self._call("PutItem", table, lambda: self._table(table).put_item(**params), request=params)
 
     def _stored_rev(self, table: str, doc_id: str, stored: Mapping[str, Any] | None) -> str | None:
         """The stored revision after a failed condition: from AWS's answer, or read anew."""
@@ -580,15 +628,14 @@ class DynamoDBService:
             if isinstance(rev, Mapping):
                 return str(rev.get("S")) if "S" in rev else None
             return None if rev is None else str(rev)
+        params: dict[str, Any] = {
+            "Key": {_ID: doc_id},
+            "ConsistentRead": True,
+            "ProjectionExpression": "#rev",
+            "ExpressionAttributeNames": {"#rev": _REV},
+        }
         response = self._call(
-            "GetItem",
-            table,
-            lambda: self._table(table).get_item(
-                Key={_ID: doc_id},
-                ConsistentRead=True,
-                ProjectionExpression="#rev",
-                ExpressionAttributeNames={"#rev": _REV},
-            ),
+            "GetItem", table, lambda: self._table(table).get_item(**params), request=params
         )
         item = response.get("Item")
         rev = None if item is None else item.get(_REV)
@@ -601,7 +648,9 @@ class DynamoDBService:
         if page_size is not None:
             params["Limit"] = page_size
         while True:
-            response = self._call("Scan", table, lambda: self._table(table).scan(**params))
+            response = self._call(
+                "Scan", table, lambda: self._table(table).scan(**params), request=params
+            )
             page = [decode_item(i, self.native_numbers) for i in response["Items"]]
             if page:
                 yield page
@@ -629,6 +678,7 @@ class DynamoDBService:
                     "BatchGetItem",
                     table,
                     functools.partial(self._resource.batch_get_item, RequestItems=pending),
+                    request={"RequestItems": pending},
                 )
                 yield from response.get("Responses", {}).get(table, [])
                 pending = response.get("UnprocessedKeys") or {}
@@ -646,6 +696,7 @@ class DynamoDBService:
                     "BatchWriteItem",
                     table,
                     functools.partial(self._resource.batch_write_item, RequestItems=pending),
+                    request={"RequestItems": pending},
                 )
                 pending = response.get("UnprocessedItems") or {}
                 if pending:
@@ -690,6 +741,7 @@ class _TableWriteStore:
             "BatchWriteItem",
             table,
             lambda: service._resource.batch_write_item(RequestItems={table: requests}),
+            request={"RequestItems": {table: requests}},
         )
         unprocessed: list[dict[str, Any]] = (response.get("UnprocessedItems") or {}).get(table, [])
         return unprocessed
@@ -710,6 +762,30 @@ def _raise_first_error(outcomes: list[WriteResult | BaseException]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def _request_consumed_capacity(resource: Any) -> None:
+    """Make every data-plane call of ``resource`` ask for ``ReturnConsumedCapacity=TOTAL``.
+
+    Added by a botocore ``before-parameter-build`` hook on the resource's client (after boto3
+    copied the caller's parameters), so the requests the service builds stay as they are. The
+    DAX client emits the same events and encodes the parameter. A resource without botocore
+    events gets no hook: its responses then carry no capacity, and none is counted for it.
+    """
+    client = getattr(getattr(resource, "meta", None), "client", None)
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is None:
+        return
+    for operation in sorted(READ_OPERATIONS | WRITE_OPERATIONS):
+        events.register(
+            f"before-parameter-build.dynamodb.{operation}",
+            _ask_for_consumed_capacity,
+            unique_id=f"gateway-consumed-capacity-{operation}",
+        )
+
+
+def _ask_for_consumed_capacity(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
 
 #: A revision of the largest length we write, to size-check an item before its rev is known.

@@ -29,6 +29,7 @@ import random as random_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from time import perf_counter_ns
 from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -38,6 +39,7 @@ from gateway.caches.base import MISS, CacheBackend, Entry, Kind, Miss, Put
 from gateway.codec import copy_document, decode_item, validate_id
 from gateway.dynamodb import DynamoDBService
 from gateway.errors import ConflictError, ValidationError
+from gateway.metrics import SAMPLE_ONE_IN_8, WEYL_MULTIPLIER, LatencyRecorder
 from gateway.revisions import parse_generation, wall_clock_us
 from gateway.service import Document, IfRev, SaveResult
 
@@ -159,63 +161,92 @@ class CachingGateway:
         self._fallbacks = _Counter()
         self._repairs = _Counter()
         self._fills_skipped = _Counter()
+        # Latency of every public call (those that raise included). Each histogram is held in
+        # an attribute of its own: recording is two clock reads and a bisect, no lookup. `get`
+        # is the hot path (a hit is a few µs): every get is counted but one in eight is timed,
+        # which halves what timing adds to a hit (see metrics.SampledLatencyHistogram).
+        self._latency = LatencyRecorder()
+        self._get_latency = self._latency.sampled_histogram("get")
+        self._get_tick = self._get_latency.tick
+        self._get_many_latency = self._latency.histogram("get_many")
+        self._list_all_latency = self._latency.histogram("list_all")
+        self._query_latency = self._latency.histogram("query")
+        self._save_latency = self._latency.histogram("save")
+        self._delete_latency = self._latency.histogram("delete")
+        self._save_many_latency = self._latency.histogram("save_many")
+        self._delete_many_latency = self._latency.histogram("delete_many")
 
     # ------------------------------------------------------------------ reads
 
     def get(self, db_name: str, doc_id: str) -> Document | None:
         """The document, from the cache when it holds a live copy, else from DynamoDB."""
-        policy = self._policies.get(db_name) or self._policy(db_name)
-        table = self._service.table_name(db_name)
-        doc_id = validate_id(doc_id)
-        if not policy.enabled:
-            return self._service.get(db_name, doc_id)
-        key = table + _KEY_SEPARATOR + doc_id
-        entry = self._cache_get(key)
-        if entry is not MISS:
-            kind = entry.kind
-            if kind is not Kind.QUARANTINE and entry.stored_at >= self._distrust_before:
-                self._hits.inc()
-                if kind is Kind.DOCUMENT:
-                    return self._copy(entry.document)
-                return None
-        self._misses.inc()
-        quarantined = {doc_id} if _quarantined(entry) else set()
-        loaded = self._load(db_name, policy, {doc_id: key}, quarantined)
-        return loaded[doc_id]
+        start = 0 if self._get_tick() * WEYL_MULTIPLIER & SAMPLE_ONE_IN_8 else perf_counter_ns()
+        try:
+            policy = self._policies.get(db_name) or self._policy(db_name)
+            table = self._service.table_name(db_name)
+            doc_id = validate_id(doc_id)
+            if not policy.enabled:
+                return self._service.get(db_name, doc_id)
+            key = table + _KEY_SEPARATOR + doc_id
+            entry = self._cache_get(key)
+            if entry is not MISS:
+                kind = entry.kind
+                if kind is not Kind.QUARANTINE and entry.stored_at >= self._distrust_before:
+                    self._hits.inc()
+                    if kind is Kind.DOCUMENT:
+                        return self._copy(entry.document)
+                    return None
+            self._misses.inc()
+            quarantined = {doc_id} if _quarantined(entry) else set()
+            loaded = self._load(db_name, policy, {doc_id: key}, quarantined)
+            return loaded[doc_id]
+        finally:
+            if start:
+                self._get_latency.record(perf_counter_ns() - start)
 
     def get_many(self, db_name: str, doc_ids: Iterable[str]) -> dict[str, Document | None]:
         """Every asked id -> its document or None; cache hits first, one batch for the rest."""
-        policy = self._policies.get(db_name) or self._policy(db_name)
-        table = self._service.table_name(db_name)
-        ids = _validate_ids(doc_ids)
-        if not policy.enabled:
-            return self._service.get_many(db_name, ids)
-        keys = [table + _KEY_SEPARATOR + doc_id for doc_id in ids]
-        entries = self._cache_get_many(keys)
-        found: dict[str, Document | None] = {}
-        missing: dict[str, str] = {}
-        quarantined: set[str] = set()
-        distrust = self._distrust_before
-        for doc_id, key, entry in zip(ids, keys, entries, strict=True):
-            if (
-                entry is not MISS
-                and entry.kind is not Kind.QUARANTINE
-                and entry.stored_at >= distrust
-            ):
-                self._hits.inc()
-                found[doc_id] = self._copy(entry.document) if entry.kind is Kind.DOCUMENT else None
-            else:
-                self._misses.inc()
-                missing[doc_id] = key
-                if _quarantined(entry):
-                    quarantined.add(doc_id)
-        if missing:
-            found.update(self._load(db_name, policy, missing, quarantined))
-        return {doc_id: found[doc_id] for doc_id in ids}
+        start = perf_counter_ns()
+        try:
+            policy = self._policies.get(db_name) or self._policy(db_name)
+            table = self._service.table_name(db_name)
+            ids = _validate_ids(doc_ids)
+            if not policy.enabled:
+                return self._service.get_many(db_name, ids)
+            keys = [table + _KEY_SEPARATOR + doc_id for doc_id in ids]
+            entries = self._cache_get_many(keys)
+            found: dict[str, Document | None] = {}
+            missing: dict[str, str] = {}
+            quarantined: set[str] = set()
+            distrust = self._distrust_before
+            for doc_id, key, entry in zip(ids, keys, entries, strict=True):
+                if (
+                    entry is not MISS
+                    and entry.kind is not Kind.QUARANTINE
+                    and entry.stored_at >= distrust
+                ):
+                    self._hits.inc()
+                    found[doc_id] = (
+                        self._copy(entry.document) if entry.kind is Kind.DOCUMENT else None
+                    )
+                else:
+                    self._misses.inc()
+                    missing[doc_id] = key
+                    if _quarantined(entry):
+                        quarantined.add(doc_id)
+            if missing:
+                found.update(self._load(db_name, policy, missing, quarantined))
+            return {doc_id: found[doc_id] for doc_id in ids}
+        finally:
+            self._get_many_latency.record(perf_counter_ns() - start)
 
     def list_all(self, db_name: str) -> list[Document]:
         """Every document, from DynamoDB (scans are not cached)."""
-        return self._service.list_all(db_name)
+        start = perf_counter_ns()
+        try:
+            return self._service.list_all(db_name)
+        finally:
+            self._list_all_latency.record(perf_counter_ns() - start)
 
     def iter_pages(self, db_name: str, page_size: int = 100) -> Iterator[list[Document]]:
         """Pages of documents, from DynamoDB (scans are not cached)."""
@@ -223,7 +254,11 @@ class CachingGateway:
 
     def query(self, db_name: str, index: str, value: Any) -> list[Document]:
         """An index query, from DynamoDB (query results are not cached)."""
-        return self._service.query(db_name, index, value)
+        start = perf_counter_ns()
+        try:
+            return self._service.query(db_name, index, value)
+        finally:
+            self._query_latency.record(perf_counter_ns() - start)
 
     # ------------------------------------------------------------------ writes
 
@@ -231,92 +266,112 @@ class CachingGateway:
         self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
     ) -> SaveResult:
         """Save through to DynamoDB, then put the saved document in the cache."""
-        policy = self._policies.get(db_name) or self._policy(db_name)
-        doc_id, _ = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
-        if not policy.enabled:
-            return self._service.save(db_name, doc_id, doc, if_rev=if_rev)
-        key = self._key(db_name, doc_id)
-        self._quarantine([key])
+        start = perf_counter_ns()
         try:
-            result, item = self._service.save_with_item(db_name, doc_id, doc, if_rev=if_rev)
-        except (ConflictError, ValidationError):
-            self._forget([key])  # nothing was written; the cached copy may be the stale one
-            raise
-        self._end_flights([key])
-        entry = Entry(
-            Kind.DOCUMENT,
-            parse_generation(result["rev"]) or 0,
-            result["rev"],
-            as_returned(item, self._native),
-            self._wall_clock(),
-        )
-        self._write([Put(key, entry, self._ttl(policy.ttl_s, policy))])
-        return result
+            policy = self._policies.get(db_name) or self._policy(db_name)
+            doc_id, _ = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
+            if not policy.enabled:
+                return self._service.save(db_name, doc_id, doc, if_rev=if_rev)
+            key = self._key(db_name, doc_id)
+            self._quarantine([key])
+            try:
+                result, item = self._service.save_with_item(db_name, doc_id, doc, if_rev=if_rev)
+            except (ConflictError, ValidationError):
+                self._forget([key])  # nothing was written; the cached copy may be the stale one
+                raise
+            self._end_flights([key])
+            entry = Entry(
+                Kind.DOCUMENT,
+                parse_generation(result["rev"]) or 0,
+                result["rev"],
+                as_returned(item, self._native),
+                self._wall_clock(),
+            )
+            self._write([Put(key, entry, self._ttl(policy.ttl_s, policy))])
+            return result
+        finally:
+            self._save_latency.record(perf_counter_ns() - start)
 
     def delete(self, db_name: str, doc_id: str, *, if_rev: IfRev = None) -> bool:
         """Delete in DynamoDB, then leave a tombstone in the cache."""
-        policy = self._policies.get(db_name) or self._policy(db_name)
-        self._service.table_name(db_name)
-        doc_id = validate_id(doc_id)
-        if not policy.enabled:
-            return self._service.delete(db_name, doc_id, if_rev=if_rev)
-        key = self._key(db_name, doc_id)
-        self._quarantine([key])
+        start = perf_counter_ns()
         try:
-            rev = self._service.delete_returning_rev(db_name, doc_id, if_rev=if_rev)
-        except (ConflictError, ValidationError):
-            self._forget([key])
-            raise
-        self._end_flights([key])
-        if rev is None:
-            self._forget([key])
-            return False
-        generation = (parse_generation(rev) or 0) + 1
-        tombstone = Entry(Kind.ABSENT, generation, None, None, self._wall_clock())
-        self._write([Put(key, tombstone, self._ttl(policy.negative_ttl_s, policy))])
-        return True
+            policy = self._policies.get(db_name) or self._policy(db_name)
+            self._service.table_name(db_name)
+            doc_id = validate_id(doc_id)
+            if not policy.enabled:
+                return self._service.delete(db_name, doc_id, if_rev=if_rev)
+            key = self._key(db_name, doc_id)
+            self._quarantine([key])
+            try:
+                rev = self._service.delete_returning_rev(db_name, doc_id, if_rev=if_rev)
+            except (ConflictError, ValidationError):
+                self._forget([key])
+                raise
+            self._end_flights([key])
+            if rev is None:
+                self._forget([key])
+                return False
+            generation = (parse_generation(rev) or 0) + 1
+            tombstone = Entry(Kind.ABSENT, generation, None, None, self._wall_clock())
+            self._write([Put(key, tombstone, self._ttl(policy.negative_ttl_s, policy))])
+            return True
+        finally:
+            self._delete_latency.record(perf_counter_ns() - start)
 
     def save_many(self, db_name: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         """Save through with BatchWriteItem, then put every saved document in the cache."""
-        policy = self._policies.get(db_name) or self._policy(db_name)
-        prepared = self._service.validate_save_many(db_name, docs)
-        if not policy.enabled:
-            return self._service.save_many(db_name, docs)
-        keys = {doc_id: self._key(db_name, doc_id) for doc_id in prepared}
-        self._quarantine(list(keys.values()))
-        items = self._service.save_many_with_items(db_name, docs)
-        self._end_flights(list(keys.values()))
-        now = self._wall_clock()
-        puts = []
-        for doc_id, item in items.items():
-            rev = item["_rev"]
-            entry = Entry(
-                Kind.DOCUMENT, parse_generation(rev) or 0, rev, as_returned(item, self._native), now
-            )
-            puts.append(Put(keys[doc_id], entry, self._ttl(policy.ttl_s, policy)))
-        self._write(puts)
-        return {doc_id: item["_rev"] for doc_id, item in items.items()}
+        start = perf_counter_ns()
+        try:
+            policy = self._policies.get(db_name) or self._policy(db_name)
+            prepared = self._service.validate_save_many(db_name, docs)
+            if not policy.enabled:
+                return self._service.save_many(db_name, docs)
+            keys = {doc_id: self._key(db_name, doc_id) for doc_id in prepared}
+            self._quarantine(list(keys.values()))
+            items = self._service.save_many_with_items(db_name, docs)
+            self._end_flights(list(keys.values()))
+            now = self._wall_clock()
+            puts = []
+            for doc_id, item in items.items():
+                rev = item["_rev"]
+                entry = Entry(
+                    Kind.DOCUMENT,
+                    parse_generation(rev) or 0,
+                    rev,
+                    as_returned(item, self._native),
+                    now,
+                )
+                puts.append(Put(keys[doc_id], entry, self._ttl(policy.ttl_s, policy)))
+            self._write(puts)
+            return {doc_id: item["_rev"] for doc_id, item in items.items()}
+        finally:
+            self._save_many_latency.record(perf_counter_ns() - start)
 
     def delete_many(self, db_name: str, doc_ids: Iterable[str]) -> None:
         """Delete with BatchWriteItem, then leave tombstones in the cache."""
-        policy = self._policies.get(db_name) or self._policy(db_name)
-        self._service.table_name(db_name)
-        ids = _validate_ids(doc_ids)
-        if not policy.enabled:
+        start = perf_counter_ns()
+        try:
+            policy = self._policies.get(db_name) or self._policy(db_name)
+            self._service.table_name(db_name)
+            ids = _validate_ids(doc_ids)
+            if not policy.enabled:
+                self._service.delete_many(db_name, ids)
+                return
+            keys = [self._key(db_name, doc_id) for doc_id in ids]
+            self._quarantine(keys)
             self._service.delete_many(db_name, ids)
-            return
-        keys = [self._key(db_name, doc_id) for doc_id in ids]
-        self._quarantine(keys)
-        self._service.delete_many(db_name, ids)
-        self._end_flights(keys)
-        # BatchWriteItem does not say what it deleted: the tombstone's generation is "now",
-        # above any revision written before this moment (generations follow wall time).
-        generation = wall_clock_us()
-        now = self._wall_clock()
-        ttl = self._ttl(policy.negative_ttl_s, policy)
-        self._write(
-            [Put(key, Entry(Kind.ABSENT, generation, None, None, now), ttl) for key in keys]
-        )
+            self._end_flights(keys)
+            # BatchWriteItem does not say what it deleted: the tombstone's generation is "now",
+            # above any revision written before this moment (generations follow wall time).
+            generation = wall_clock_us()
+            now = self._wall_clock()
+            ttl = self._ttl(policy.negative_ttl_s, policy)
+            self._write(
+                [Put(key, Entry(Kind.ABSENT, generation, None, None, now), ttl) for key in keys]
+            )
+        finally:
+            self._delete_many_latency.record(perf_counter_ns() - start)
 
     # ------------------------------------------------------------------ operators
 
@@ -340,8 +395,11 @@ class CachingGateway:
         return removed
 
     def stats(self) -> dict[str, Any]:
-        """Hits, misses, hit ratio, DynamoDB calls by operation, and the cache tier's health."""
+        """Hits, misses, hit ratio, DynamoDB calls by operation, the cache tier's health,
+        latency per public call (``latency``) and per DynamoDB operation (``db_latency``), the
+        capacity DynamoDB reports consumed, and its on-demand cost (see docs/metrics.md)."""
         hits, misses = self._hits.value, self._misses.value
+        latency = self._latency.snapshot()
         service_stats = self._service.stats()
         try:
             cache_stats = self._cache.stats()
@@ -364,6 +422,10 @@ class CachingGateway:
             "repairs": self._repairs.value,
             "breaker": self._breaker.state,
             "cache": cache_stats,
+            "latency": latency,
+            "db_latency": service_stats.get("latency", {}),
+            "consumed_capacity": service_stats.get("consumed_capacity", {}),
+            "cost": _cost_per_op(service_stats.get("cost", {}), latency),
         }
 
     def close(self) -> None:
@@ -700,6 +762,16 @@ class CachingGateway:
         """``ttl_s`` shortened by up to ``jitter`` of itself, at random, so that entries filled
         together do not all expire together."""
         return ttl_s * (1.0 - policy.jitter * self._random())
+
+
+def _cost_per_op(
+    cost: Mapping[str, Any], latency: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The service's cost, plus what a million calls to this gateway cost at the same mix of
+    calls and hit ratio (``per_million_ops``)."""
+    ops = sum(int(snapshot["count"]) for snapshot in latency.values())
+    dollars = float(cost.get("dollars", 0.0))
+    return {**cost, "dollars": dollars, "per_million_ops": dollars / ops * 1e6 if ops else 0.0}
 
 
 def _same(document: Document) -> Document:

@@ -1,0 +1,809 @@
+"""Migration: export and import a collection as JSON Lines, and copy one between two services.
+
+**The file format** is JSON Lines (UTF-8, one JSON object per line, ``\\n`` between lines).
+
+* `export_collection` writes **DynamoDB JSON**, the attribute-value form of boto3's
+  ``TypeSerializer`` that AWS's own export to S3 uses, one ``{"Item": {...}}`` per line::
+
+      {"Item":{"_id":{"S":"u1"},"_rev":{"S":"17...-9f..."},"b":{"B":"AP8="},"n":{"N":"1.50"}}}
+
+  Numbers are strings (``"1.50"`` stays ``Decimal('1.50')``), Binary is base64 (standard
+  alphabet, padded), sets are ``SS`` / ``NS`` / ``BS`` with sorted elements, and attributes are
+  sorted by name, so two exports of the same data are identical. Every DynamoDB type round-trips
+  exactly: str, Decimal, Binary, the three kinds of set, lists, maps, bool and None.
+* `import_lines` reads that format, the same item without the ``{"Item": ...}`` wrapper (what
+  ``aws dynamodb scan`` prints per item: a line whose ``_id`` is ``{"S": "..."}``), and **plain
+  JSON** documents, ``{"_id": "u1", "name": "Ada", "score": 9.5}``, for migrating from another
+  database (CouchDB, MongoDB's ``mongoexport``, ...). In plain JSON, numbers become ``Decimal``
+  exactly as written (``1.50`` stays ``Decimal('1.50')``); plain JSON has no bytes and no sets,
+  so data that has them must be written as DynamoDB JSON. Each line is in one format or the
+  other; a file may hold lines of both.
+
+Every line must carry a string ``_id``. A ``_rev`` in the file is ignored: the service issues a
+fresh revision for every document it saves, so re-importing a file yields the same documents with
+new revisions (an import is idempotent on documents, not on revisions). Lines are applied in file
+order, so when an id appears twice the later line wins.
+
+**Nothing is silently dropped.** Every line is parsed and validated with the service's own rules
+(`gateway.codec`) before anything is written; a line that fails (invalid JSON or UTF-8, a missing
+or invalid ``_id``, NaN, an empty or duplicated set, a number DynamoDB cannot hold, an item over
+400 KB, ...) becomes a `BadLine` with its line number and the reason, the other lines are still
+imported, and the summary lists every bad line. Since each line is checked first, a batch handed
+to ``save_many`` cannot fail validation as a whole.
+
+**Resuming.** Valid lines are saved with ``save_many`` in batches, in order. The summary (and the
+`MigrationInterrupted` error a failed write raises) reports ``last_line_committed``: every line up
+to it was saved or reported. ``import_lines(..., start_line=N)`` (``gateway import --resume-from
+N``) skips the lines before ``N`` without reading them as JSON; since a save is an upsert,
+resuming from an earlier line than necessary is harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, TextIO
+
+from boto3.dynamodb.types import Binary
+
+from gateway.codec import (
+    MAX_DEPTH,
+    check_item_size,
+    encode_document,
+    validate_collection_name,
+    validate_id,
+)
+from gateway.errors import GatewayError, ValidationError
+from gateway.service import DatabaseService, Document
+
+#: Documents per ``save_many`` call, by default (one BatchWriteItem request).
+DEFAULT_BATCH_SIZE: Final = 25
+#: The largest batch accepted: ``save_many`` splits it into requests of 25 itself; larger
+#: batches only make the unit of resumption (and of memory) bigger.
+MAX_BATCH_SIZE: Final = 1000
+#: Documents per scan page when exporting.
+DEFAULT_EXPORT_PAGE_SIZE: Final = 100
+
+_ID: Final = "_id"
+_REV: Final = "_rev"
+_ITEM: Final = "Item"
+_UTF8_BOM: Final = "\ufeff"
+_JSON_WHITESPACE: Final = " \t\r\n"
+# DynamoDB's number syntax (what a "N" string may hold); Decimal() alone would also take
+# "1_000", " 1 ", "NaN" and "Infinity".
+_NUMBER_RE: Final = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_SET_TAGS: Final = {"SS": "strings", "NS": "numbers", "BS": "binary values"}
+_SHOWN_CHARS: Final = 60
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line that was not imported, and why."""
+
+    line_no: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line_no}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot handed to a ``progress`` callback after every batch, page or bad line."""
+
+    #: Documents exported, saved or copied so far.
+    documents: int
+    #: Bad lines found so far (import only).
+    bad_lines: int = 0
+    #: Documents left alone because the target already had them (``skip_existing``).
+    skipped_existing: int = 0
+    #: Every line up to this one was saved or reported (import only; 0 for export and copy).
+    last_line_committed: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What `export_collection` wrote."""
+
+    collection: str
+    documents: int
+    #: UTF-8 bytes written, newlines included.
+    bytes: int
+    seconds: float
+
+    def describe(self) -> str:
+        """One line for people."""
+        return (
+            f"exported {self.documents} documents ({self.bytes} bytes) from "
+            f"{self.collection!r} in {self.seconds:.2f} s"
+        )
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What `import_lines` did, line by line."""
+
+    collection: str
+    #: The first line looked at (``start_line``); earlier lines were skipped unread.
+    first_line: int
+    #: Lines looked at, from ``first_line`` on (blank and bad ones included).
+    lines_read: int
+    #: Documents saved (one per valid line, or fewer with ``skip_existing``).
+    saved: int
+    #: Valid lines not saved because the document already existed (``skip_existing``).
+    skipped_existing: int
+    #: Empty or whitespace-only lines (not data, not errors).
+    blank_lines: int
+    #: Every line that was not imported, in file order.
+    bad_lines: tuple[BadLine, ...]
+    #: Every line up to this one was saved or reported; ``first_line - 1`` if none was.
+    last_line_committed: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no line was bad."""
+        return not self.bad_lines
+
+    @property
+    def resume_from(self) -> int:
+        """The ``start_line`` to pass to continue after this run."""
+        return self.last_line_committed + 1
+
+    def describe(self) -> str:
+        """One line for people."""
+        if self.lines_read:
+            last = self.first_line + self.lines_read - 1
+            lines = f"lines {self.first_line}-{last}"
+        else:
+            lines = f"no lines from line {self.first_line}"
+        parts = [f"{len(self.bad_lines)} bad", f"{self.blank_lines} blank"]
+        if self.skipped_existing:
+            parts.append(f"{self.skipped_existing} skipped as already present")
+        return (
+            f"imported {self.saved} documents into {self.collection!r} ({lines}: "
+            f"{', '.join(parts)}) in {self.seconds:.2f} s; last line committed: "
+            f"{self.last_line_committed}"
+        )
+
+
+@dataclass(frozen=True)
+class CopySummary:
+    """What `copy_collection` did."""
+
+    source_collection: str
+    target_collection: str
+    #: Documents written to the target.
+    documents: int
+    #: Documents left alone because the target already had them (``skip_existing``).
+    skipped_existing: int
+    seconds: float
+
+    def describe(self) -> str:
+        """One line for people."""
+        skipped = (
+            f" ({self.skipped_existing} skipped as already present)"
+            if self.skipped_existing
+            else ""
+        )
+        return (
+            f"copied {self.documents} documents from {self.source_collection!r} to "
+            f"{self.target_collection!r}{skipped} in {self.seconds:.2f} s"
+        )
+
+
+class MigrationInterrupted(GatewayError):
+    """A read or write failed part-way through an import or a copy.
+
+    ``summary`` tells what was done before the failure; for an import, ``resume_from`` is the
+    ``start_line`` to continue from. The original error is the
+    ``__cause__``, and its ``code`` and ``operation`` are copied here.
+    """
+
+    def __init__(self, message: str, *, summary: ImportSummary | CopySummary, cause: GatewayError):
+        super().__init__(message, code=cause.code, operation=cause.operation)
+        self.summary = summary
+        #: For an import, the ``start_line`` that continues it; None for a copy.
+        self.resume_from = summary.resume_from if isinstance(summary, ImportSummary) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Lines <-> documents
+
+
+class _BadValue(Exception):
+    """Internal: a value of a DynamoDB JSON item that is not a valid attribute value."""
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _av_path(path: tuple[object, ...]) -> str:
+    return "Item" + "".join(f"[{segment!r}]" for segment in path)
+
+
+def _to_attribute_value(value: Any) -> dict[str, Any]:
+    """One encoded value (see `encode_document`) as a DynamoDB JSON attribute value."""
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, Decimal):
+        return {"N": str(value)}
+    if isinstance(value, Binary):
+        return {"B": base64.b64encode(bytes(value.value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {"M": {k: _to_attribute_value(v) for k, v in value.items()}}
+    if isinstance(value, list):
+        return {"L": [_to_attribute_value(v) for v in value]}
+    if isinstance(value, (set, frozenset)):
+        # encode_document refuses empty and mixed sets, so the first element names the kind.
+        first = next(iter(value))
+        if isinstance(first, str):
+            return {"SS": sorted(value)}
+        if isinstance(first, Decimal):
+            return {"NS": [str(n) for n in sorted(value)]}
+        return {
+            "BS": sorted(base64.b64encode(bytes(b.value)).decode("ascii") for b in value),
+        }
+    raise TypeError(f"cannot export a value of type {type(value).__name__}")  # pragma: no cover
+
+
+def document_to_item(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` (as a service returns it, with ``_id`` and ``_rev``) as a DynamoDB JSON item.
+
+    Values go through the codec first, so ints and floats (from a service with native numbers)
+    become numbers and bytes become Binary; an invalid document raises `ValidationError`.
+    """
+    doc_id = validate_id(doc.get(_ID))
+    item = encode_document(doc)
+    item[_ID] = doc_id
+    rev = doc.get(_REV)
+    if isinstance(rev, str):
+        item[_REV] = rev
+    return {name: _to_attribute_value(value) for name, value in item.items()}
+
+
+def document_to_line(doc: Mapping[str, Any]) -> str:
+    """One export line (without its newline): ``{"Item": {...}}`` in DynamoDB JSON."""
+    return json.dumps(
+        {_ITEM: document_to_item(doc)},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def _number(text: object, path: tuple[object, ...]) -> Decimal:
+    if not isinstance(text, str) or not _NUMBER_RE.match(text):
+        raise _BadValue(
+            f'{_av_path(path)} is not a number: a "N" value is a string such as "1.50", '
+            f"got {_show(text)}"
+        )
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the pattern admits only valid numbers
+        raise _BadValue(f"{_av_path(path)} is not a number: {_show(text)}") from exc
+
+
+def _binary(text: object, path: tuple[object, ...]) -> bytes:
+    if isinstance(text, str):
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise _BadValue(
+        f'{_av_path(path)} is not binary: a "B" value is a base64 string, got {_show(text)}'
+    )
+
+
+def _set(tag: str, values: object, path: tuple[object, ...]) -> set[Any]:
+    if not isinstance(values, list):
+        raise _BadValue(f"{_av_path(path)}: a {tag!r} value is a list, got {_show(values)}")
+    out: set[Any] = set()
+    for index, element in enumerate(values):
+        where = (*path, index)
+        if tag == "SS":
+            if not isinstance(element, str):
+                raise _BadValue(
+                    f"{_av_path(where)}: a string set holds strings, got {_show(element)}"
+                )
+            out.add(element)
+        elif tag == "NS":
+            out.add(_number(element, where))
+        else:
+            out.add(_binary(element, where))
+    if len(out) != len(values):
+        raise _BadValue(
+            f"{_av_path(path)} is a set of {_SET_TAGS[tag]} holding the same value twice; "
+            'DynamoDB refuses duplicates in a set: remove them, or use a list ("L")'
+        )
+    return out  # an empty set is left to the codec, which explains why it cannot be stored
+
+
+def _from_attribute_value(av: object, path: tuple[object, ...]) -> Any:
+    """A DynamoDB JSON attribute value as the Python value the service stores."""
+    if len(path) > MAX_DEPTH + 1:  # the codec reports the exact limit; this only stops runaways
+        raise _BadValue(f"{_av_path(path)}: nesting is deeper than DynamoDB's {MAX_DEPTH} levels")
+    if not isinstance(av, dict) or len(av) != 1:
+        raise _BadValue(
+            f"{_av_path(path)} is not a DynamoDB attribute value: expected an object with one "
+            f'type key such as {{"S": "text"}} or {{"N": "1.5"}}, got {_show(av)}'
+        )
+    ((tag, value),) = av.items()
+    if tag == "S":
+        if isinstance(value, str):
+            return value
+    elif tag == "N":
+        return _number(value, path)
+    elif tag == "B":
+        return _binary(value, path)
+    elif tag == "BOOL":
+        if isinstance(value, bool):
+            return value
+    elif tag == "NULL":
+        if value is True:
+            return None
+    elif tag == "L":
+        if isinstance(value, list):
+            return [_from_attribute_value(v, (*path, i)) for i, v in enumerate(value)]
+    elif tag == "M":
+        if isinstance(value, dict):
+            return {k: _from_attribute_value(v, (*path, k)) for k, v in value.items()}
+    elif tag in _SET_TAGS:
+        return _set(tag, value, path)
+    else:
+        raise _BadValue(
+            f"{_av_path(path)} has an unknown type {tag!r}; expected one of S, N, B, BOOL, "
+            "NULL, L, M, SS, NS, BS"
+        )
+    expected = {
+        "S": "a string",
+        "BOOL": "true or false",
+        "NULL": "true",
+        "L": "a list",
+        "M": "an object",
+    }[tag]
+    raise _BadValue(f"{_av_path(path)}: a {tag!r} value is {expected}, got {_show(value)}")
+
+
+def item_to_document(item: Mapping[str, Any]) -> tuple[object, dict[str, Any]]:
+    """A DynamoDB JSON item as (the ``_id`` value, the document without ``_id``/``_rev``).
+
+    Raises `ValidationError` for a value that is not a valid attribute value. ``_rev`` is not
+    even looked at: it is ignored.
+    """
+    if _ID not in item:
+        raise ValidationError('missing _id: the item needs an "_id": {"S": "..."} attribute')
+    raw_id = item[_ID]
+    if not (isinstance(raw_id, dict) and len(raw_id) == 1 and isinstance(raw_id.get("S"), str)):
+        raise ValidationError(
+            f'Item[\'_id\'] must be a string attribute {{"S": "..."}}, got {_show(raw_id)}'
+        )
+    try:
+        doc = {
+            name: _from_attribute_value(value, (name,))
+            for name, value in item.items()
+            if name not in (_ID, _REV)
+        }
+    except _BadValue as exc:
+        raise ValidationError(str(exc)) from None
+    return raw_id["S"], doc
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValidationError(
+                f"invalid JSON: the key {_show(key)} appears twice in one object, so one of "
+                "its values would be lost"
+            )
+        out[key] = value
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValidationError(
+        f"invalid JSON: {name} is not standard JSON, and DynamoDB cannot store it; use null "
+        "for a missing value"
+    )
+
+
+def parse_line(line: str) -> tuple[object, dict[str, Any]]:
+    """One line (DynamoDB JSON or plain JSON) as (the ``_id`` value, the document).
+
+    The document is not validated yet (see `validate_document`); the ``_id`` is returned as
+    found. Raises `ValidationError` with the reason for a line that cannot be read.
+    """
+    try:
+        value = json.loads(
+            line,
+            parse_float=Decimal,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_object_without_duplicates,
+        )
+    except RecursionError:
+        raise ValidationError("invalid JSON: nested too deeply to read") from None
+    except ValidationError:
+        raise
+    except ValueError as exc:  # json.JSONDecodeError, or an integer too long to parse
+        raise ValidationError(f"invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f'a line must be a JSON object (a document or {{"Item": ...}}), got '
+            f"{type(value).__name__} {_show(value)}"
+        )
+    if _ID in value:
+        raw_id = value[_ID]
+        if isinstance(raw_id, dict) and list(raw_id) == ["S"]:
+            return item_to_document(value)  # a bare DynamoDB JSON item
+        return raw_id, value  # plain JSON; encode_document drops _id and _rev
+    if list(value) == [_ITEM] and isinstance(value[_ITEM], dict):
+        return item_to_document(value[_ITEM])
+    raise ValidationError(
+        'missing _id: every line needs a string "_id" (plain JSON) or to be '
+        '{"Item": {"_id": {"S": "..."}, ...}} (DynamoDB JSON)'
+    )
+
+
+def validate_document(raw_id: object, doc: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Check an id and a document with the service's rules; returns (id, the encoded item).
+
+    The same checks ``save`` and ``save_many`` make (id, types, numbers, sets, depth, 400 KB),
+    so a batch of validated documents cannot fail validation in ``save_many``.
+    """
+    doc_id = validate_id(raw_id)
+    item = encode_document(doc)
+    check_item_size(item, doc_id)  # counts _id and room for _rev, as save does
+    return doc_id, item
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def export_collection(
+    service: DatabaseService,
+    db_name: str,
+    out: TextIO,
+    progress: ProgressCallback | None = None,
+    *,
+    page_size: int = DEFAULT_EXPORT_PAGE_SIZE,
+    clock: Callable[[], float] = time.monotonic,
+) -> ExportSummary:
+    """Write every document of ``db_name`` to ``out``, one DynamoDB JSON line each.
+
+    ``service`` should return numbers as Decimal (not ``NATIVE_NUMBERS``): a float read back
+    from a native-numbers service has already lost the digits a float cannot hold.
+    ``out`` should be opened with ``encoding="utf-8"`` (text is written unescaped).
+    """
+    started = clock()
+    documents = 0
+    size = 0
+    for page in service.iter_pages(db_name, page_size):
+        for doc in page:
+            line = document_to_line(doc) + "\n"
+            out.write(line)
+            size += len(line) if line.isascii() else len(line.encode("utf-8"))
+        documents += len(page)
+        if progress is not None:
+            progress(Progress(documents=documents))
+    return ExportSummary(
+        collection=db_name, documents=documents, bytes=size, seconds=clock() - started
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Import
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise ValidationError(f"batch_size must be an integer, got {batch_size!r}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValidationError(
+            f"batch_size must be 1 to {MAX_BATCH_SIZE}, got {batch_size}; 25 (one "
+            "BatchWriteItem request) is a good choice"
+        )
+
+
+def _check_collection(service: DatabaseService, db_name: str) -> None:
+    """Refuse a bad collection name before reading anything (with the prefix, if known)."""
+    check = getattr(service, "validate_save_many", None)
+    if callable(check):
+        check(db_name, {})
+    else:
+        validate_collection_name(db_name)
+
+
+def _decode(raw: str | bytes, line_no: int) -> str:
+    """A line as text without its line terminator; a BOM is dropped from line 1."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"not valid UTF-8 (byte {exc.start + 1} of the line); save the file as UTF-8"
+            ) from None
+    else:
+        text = raw
+    if line_no == 1 and text.startswith(_UTF8_BOM):
+        text = text[1:]
+    return text.rstrip("\r\n")
+
+
+class _Importer:
+    """The state of one `import_lines` run: the pending batch and the counters."""
+
+    def __init__(
+        self,
+        service: DatabaseService,
+        db_name: str,
+        *,
+        batch_size: int,
+        skip_existing: bool,
+        start_line: int,
+        progress: ProgressCallback | None,
+        on_bad_line: Callable[[BadLine], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.service = service
+        self.db_name = db_name
+        self.batch_size = batch_size
+        self.skip_existing = skip_existing
+        self.start_line = start_line
+        self.progress = progress
+        self.on_bad_line = on_bad_line
+        self.clock = clock
+        self.started = clock()
+        self.batch: dict[str, dict[str, Any]] = {}
+        self.lines_read = 0
+        self.saved = 0
+        self.skipped_existing = 0
+        self.blank_lines = 0
+        self.bad_lines: list[BadLine] = []
+        self.committed = start_line - 1
+
+    def run(self, lines: Iterable[str | bytes]) -> ImportSummary:
+        line_no = 0
+        for line_no, raw in enumerate(lines, start=1):
+            if line_no < self.start_line:
+                continue
+            self.lines_read += 1
+            self.handle(line_no, raw)
+        self.flush(through=max(line_no, self.committed))
+        return self.summary()
+
+    def handle(self, line_no: int, raw: str | bytes) -> None:
+        try:
+            text = _decode(raw, line_no)
+            if not text.strip(_JSON_WHITESPACE):
+                self.blank_lines += 1
+                doc_id = None
+            else:
+                doc_id, item = validate_document(*parse_line(text))
+        except ValidationError as exc:
+            bad = BadLine(line_no, str(exc))
+            self.bad_lines.append(bad)
+            if self.on_bad_line is not None:
+                self.on_bad_line(bad)
+            doc_id = None
+        if doc_id is None:  # nothing to save: committed as soon as nothing is pending
+            if not self.batch:
+                self.committed = line_no
+            self.report()
+            return
+        if doc_id in self.batch:
+            # The same id twice in one batch: write the first before the second, so that
+            # lines apply in file order and every valid line is one save.
+            self.flush(through=line_no - 1)
+        self.batch[doc_id] = item
+        if len(self.batch) >= self.batch_size:
+            self.flush(through=line_no)
+
+    def flush(self, through: int) -> None:
+        """Save the pending batch; then every line up to ``through`` is committed."""
+        batch, self.batch = self.batch, {}
+        try:
+            if batch and self.skip_existing:
+                existing = self.service.get_many(self.db_name, list(batch))
+                kept = {i: doc for i, doc in batch.items() if existing.get(i) is None}
+                self.skipped_existing += len(batch) - len(kept)
+                batch = kept
+            if batch:
+                self.service.save_many(self.db_name, batch)
+        except GatewayError as exc:
+            summary = self.summary()
+            raise MigrationInterrupted(
+                f"import into {self.db_name!r} stopped: {exc}; lines up to "
+                f"{summary.last_line_committed} are committed, resume from line "
+                f"{summary.resume_from}",
+                summary=summary,
+                cause=exc,
+            ) from exc
+        self.saved += len(batch)
+        self.committed = through
+        self.report()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    documents=self.saved,
+                    bad_lines=len(self.bad_lines),
+                    skipped_existing=self.skipped_existing,
+                    last_line_committed=self.committed,
+                )
+            )
+
+    def summary(self) -> ImportSummary:
+        return ImportSummary(
+            collection=self.db_name,
+            first_line=self.start_line,
+            lines_read=self.lines_read,
+            saved=self.saved,
+            skipped_existing=self.skipped_existing,
+            blank_lines=self.blank_lines,
+            bad_lines=tuple(self.bad_lines),
+            last_line_committed=self.committed,
+            seconds=self.clock() - self.started,
+        )
+
+
+def import_lines(
+    service: DatabaseService,
+    db_name: str,
+    lines: Iterable[str | bytes],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    skip_existing: bool = False,
+    start_line: int = 1,
+    progress: ProgressCallback | None = None,
+    on_bad_line: Callable[[BadLine], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ImportSummary:
+    """Import JSON Lines (see the module docstring) into ``db_name``; returns what happened.
+
+    ``lines``: one item per line, str or UTF-8 bytes (e.g. a file opened in binary mode, so a
+    line that is not UTF-8 is reported instead of stopping the import), line terminators
+    allowed. Lines before ``start_line`` (1-based) are skipped unread. Valid lines are saved with
+    ``save_many``, ``batch_size`` at a time, in file order; bad lines are collected in the
+    summary (and passed to ``on_bad_line`` as they are found), never skipped silently.
+    ``skip_existing``: documents whose id is already stored are left as they are (checked with
+    ``get_many`` just before each batch, so not atomic with concurrent writers).
+
+    Raises `MigrationInterrupted` (with the summary so far) when a read or write fails, and
+    `ValidationError` at once for a bad collection name, ``batch_size`` or ``start_line``.
+    """
+    _check_batch_size(batch_size)
+    if isinstance(start_line, bool) or not isinstance(start_line, int) or start_line < 1:
+        raise ValidationError(f"start_line must be an integer >= 1, got {start_line!r}")
+    _check_collection(service, db_name)
+    importer = _Importer(
+        service,
+        db_name,
+        batch_size=batch_size,
+        skip_existing=skip_existing,
+        start_line=start_line,
+        progress=progress,
+        on_bad_line=on_bad_line,
+        clock=clock,
+    )
+    return importer.run(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Copy
+
+
+def _location(service: DatabaseService, db_name: str) -> tuple[object, ...] | None:
+    """Where ``db_name`` lives (endpoint, region, table), when the service tells."""
+    bare = getattr(service, "service", service)  # a caching gateway wraps a DynamoDBService
+    table_name = getattr(bare, "table_name", None)
+    if not callable(table_name):
+        return None
+    return (
+        getattr(bare, "endpoint_url", None),
+        getattr(bare, "region_name", None),
+        table_name(db_name),
+    )
+
+
+def copy_collection(
+    source: DatabaseService,
+    target: DatabaseService,
+    db_name: str,
+    *,
+    target_db_name: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    skip_existing: bool = False,
+    progress: ProgressCallback | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> CopySummary:
+    """Copy every document of ``db_name`` on ``source`` to ``target_db_name`` on ``target``.
+
+    Scan pages of ``batch_size`` documents are written with ``save_many`` (full replace, fresh
+    revisions), so a copy is idempotent: run it again after an interruption. ``skip_existing``
+    leaves documents the target already has alone (faster re-runs; but then changes made at
+    the source since the first run are not copied). The source should return numbers as
+    Decimal (not ``NATIVE_NUMBERS``), or float precision is lost on the way.
+
+    Raises `ValidationError` when source and target are the same table, and
+    `MigrationInterrupted` (with the summary so far) when a read or write fails.
+    """
+    _check_batch_size(batch_size)
+    target_db = db_name if target_db_name is None else target_db_name
+    _check_collection(source, db_name)
+    _check_collection(target, target_db)
+    where = _location(source, db_name)
+    if (where is not None and where == _location(target, target_db)) or (
+        source is target and db_name == target_db
+    ):
+        raise ValidationError(
+            f"source and target are the same table ({db_name!r}): give the target another "
+            "endpoint, region, table prefix or collection name"
+        )
+    started = clock()
+    copied = 0
+    skipped = 0
+    try:
+        for page in source.iter_pages(db_name, batch_size):
+            docs: dict[str, Document] = {doc[_ID]: doc for doc in page}
+            if skip_existing:
+                existing = target.get_many(target_db, list(docs))
+                kept = {i: doc for i, doc in docs.items() if existing.get(i) is None}
+                skipped += len(docs) - len(kept)
+                docs = kept
+            if docs:
+                target.save_many(target_db, docs)
+            copied += len(docs)
+            if progress is not None:
+                progress(Progress(documents=copied, skipped_existing=skipped))
+    except GatewayError as exc:
+        summary = CopySummary(db_name, target_db, copied, skipped, clock() - started)
+        raise MigrationInterrupted(
+            f"copy of {db_name!r} stopped after {copied} documents: {exc}; a copy is "
+            "idempotent: run it again",
+            summary=summary,
+            cause=exc,
+        ) from exc
+    return CopySummary(db_name, target_db, copied, skipped, clock() - started)
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_SIZE",
+    "BadLine",
+    "CopySummary",
+    "ExportSummary",
+    "ImportSummary",
+    "MigrationInterrupted",
+    "Progress",
+    "ProgressCallback",
+    "copy_collection",
+    "document_to_item",
+    "document_to_line",
+    "export_collection",
+    "import_lines",
+    "item_to_document",
+    "parse_line",
+    "validate_document",
+]
