@@ -12,6 +12,12 @@ Usage::
 
     python scripts/bench_coalescing.py                       # 64 threads, 5 ms, 5 s each
     python scripts/bench_coalescing.py --threads 128 --latency-ms 10 --seconds 10
+    python scripts/bench_coalescing.py --emulator dynalite   # a faster emulator (Node.js)
+
+``--emulator dynalite`` runs the same measurement against dynalite (an in-memory DynamoDB
+emulator from the npm registry, installed on first use into ``.emulators/`` with npm), whose
+cost per returned item is a small fraction of moto's, so the figures are closer to what the
+round trip alone allows.
 
 The service has no cache, so every `get` goes to DynamoDB: keys are "uncached" by construction.
 Each thread cycles through a slice of keys of its own, so no two calls in one batch name the
@@ -30,17 +36,22 @@ of a request is mostly the round trip and the client's CPU, batching pays off mo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway.bench.latency import LatencyInjector, service_clients
 from gateway.dynamodb import DynamoDBService
 from gateway.emulator import EmbeddedDynamoDB, ensure_dummy_credentials
 from gateway.retry import RetryPolicy
@@ -186,10 +197,12 @@ def measure(
     )
 
 
-def print_table(results: list[Result], threads: int, latency_ms: float, doc: str) -> None:
+def print_table(
+    results: list[Result], threads: int, latency_ms: float, doc: str, where: str = ""
+) -> None:
     print(
-        f"\n{threads} threads, {latency_ms:g} ms added per DynamoDB request (FaultProxy), "
-        f"moto emulator, distinct uncached keys, {doc!r} documents\n"
+        f"\n{threads} threads, {latency_ms:g} ms added per DynamoDB request ({where}), "
+        f"distinct uncached keys, {doc!r} documents\n"
     )
     header = (
         f"{'direction':<9} {'coalescing':<10} {'keys/s':>9} {'requests/s':>11} "
@@ -219,6 +232,65 @@ def print_table(results: list[Result], threads: int, latency_ms: float, doc: str
         print()
 
 
+EMULATORS_DIR = Path(__file__).resolve().parents[1] / ".emulators"
+DYNALITE_VERSION = "4"
+
+
+@contextlib.contextmanager
+def dynalite() -> Iterator[str]:
+    """An in-memory dynalite on a free loopback port (installed with npm on first use)."""
+    binary = EMULATORS_DIR / "node_modules" / ".bin" / "dynalite"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("--emulator dynalite needs Node.js and npm on the PATH")
+        EMULATORS_DIR.mkdir(exist_ok=True)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(EMULATORS_DIR),
+                f"dynalite@{DYNALITE_VERSION}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(binary), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("dynalite did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def emulator(kind: str) -> Iterator[str]:
+    """The endpoint of the chosen emulator, for the duration of the run."""
+    if kind == "dynalite":
+        with dynalite() as endpoint_url:
+            yield endpoint_url
+    else:
+        with EmbeddedDynamoDB() as ddb:
+            yield ddb.endpoint_url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
@@ -230,13 +302,27 @@ def main(argv: list[str] | None = None) -> int:
         default="user",
         help="document shape: the emulator's cost per item grows with its attributes",
     )
+    parser.add_argument(
+        "--emulator",
+        choices=["moto", "dynalite"],
+        default="moto",
+        help="moto (embedded, Python) or dynalite (Node.js, much cheaper per item)",
+    )
+    parser.add_argument(
+        "--latency-at",
+        choices=["client", "proxy"],
+        default="client",
+        help="add the latency in the client before each request is sent (botocore before-send, "
+        "no extra CPU) or in the FaultProxy in front of the emulator (a Python process that "
+        "costs CPU per request on this 2-core machine)",
+    )
     args = parser.parse_args(argv)
     threads: int = args.threads
 
     ensure_dummy_credentials()
-    with EmbeddedDynamoDB() as ddb, FaultProxy(ddb.endpoint_url) as proxy:
+    with emulator(args.emulator) as endpoint_url, FaultProxy(endpoint_url) as proxy:
         # Load the read set straight into the emulator (no added latency), in batches.
-        with make_service(ddb.endpoint_url, coalesce=True, threads=threads) as loader:
+        with make_service(endpoint_url, coalesce=True, threads=threads) as loader:
             loader.save_many(
                 DB,
                 {
@@ -245,12 +331,19 @@ def main(argv: list[str] | None = None) -> int:
                     for i in range(KEYS_PER_THREAD)
                 },
             )
-        proxy.configure(latency_ms=args.latency_ms)
+        if args.latency_at == "proxy":
+            proxy.configure(latency_ms=args.latency_ms)
+            target = proxy.endpoint_url
+        else:
+            target = endpoint_url
+        injector = LatencyInjector(latency_ms=args.latency_ms)
         results: list[Result] = []
         for direction in ("reads", "writes"):
             for coalesce in (False, True):
-                with make_service(proxy.endpoint_url, coalesce, threads) as svc:
+                with make_service(target, coalesce, threads) as svc:
                     svc.ensure_table(DB)
+                    if args.latency_at == "client":
+                        injector.attach(service_clients(svc))
                     call = (
                         reader(svc)
                         if direction == "reads"
@@ -263,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.keys_per_s:.0f} keys/s",
                     file=sys.stderr,
                 )
-    print_table(results, threads, args.latency_ms, args.doc)
+    where = "in the client" if args.latency_at == "client" else "in a proxy"
+    print_table(results, threads, args.latency_ms, args.doc, f"{where}, {args.emulator}")
     return 0
 
 
