@@ -62,8 +62,16 @@ def _bare_service(args: argparse.Namespace) -> Any:
     return build_dynamodb_service(_settings(args))
 
 
+def _data_service(args: argparse.Namespace) -> Any:
+    """The configured service for document commands: through the cache when one is configured,
+    so a write from the command line updates (or invalidates) a shared Redis cache too."""
+    from gateway.factory import get_database_service
+
+    return get_database_service(_settings(args))
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    with _bare_service(args) as service:
+    with _data_service(args) as service:
         doc = service.get(args.collection, args.id)
     if doc is None:
         print(f"error: no document {args.id!r} in {args.collection!r}", file=sys.stderr)
@@ -77,14 +85,14 @@ def cmd_put(args: argparse.Namespace) -> int:
         doc = json.loads(args.json, parse_float=Decimal)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"JSON is not valid: {exc}. Quote it for the shell.") from exc
-    with _bare_service(args) as service:
+    with _data_service(args) as service:
         result = service.save(args.collection, args.id, doc, if_rev=args.if_rev)
     print(to_json(result))
     return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with _bare_service(args) as service:
+    with _data_service(args) as service:
         removed = service.delete(args.collection, args.id, if_rev=args.if_rev)
     print(to_json({"id": args.id, "deleted": removed}))
     return EXIT_OK
