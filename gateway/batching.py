@@ -42,7 +42,7 @@ import itertools
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -150,6 +150,9 @@ class CoalescerStats:
 class _Coalescer(Generic[P, V]):
     """The machinery both coalescers share: leader hand-off, settling, counters."""
 
+    #: The entries waiting for a batch (each subclass keeps them in its own shape).
+    _queue: Sized
+
     def __init__(self, *, max_batch: int, max_wait_s: float, clock: Callable[[], float]) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
@@ -188,8 +191,14 @@ class _Coalescer(Generic[P, V]):
         """The batch is back (settled): forget whatever it held."""
 
     def _has_queue(self) -> bool:
-        """Whether any entry is queued."""
-        raise NotImplementedError
+        """Whether any entry is queued (the lock is held)."""
+        return bool(self._queue)
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting for a batch: keys for reads, writes for writes."""
+        with self._cond:
+            return len(self._queue)
 
     # -- shared --------------------------------------------------------------------------------
 
@@ -441,15 +450,6 @@ class ReadCoalescer(_Coalescer[None, V]):
             result[key] = value
         return result
 
-    def _has_queue(self) -> bool:
-        return bool(self._queue)
-
-    @property
-    def queued(self) -> int:
-        """Keys waiting for a batch."""
-        with self._cond:
-            return len(self._queue)
-
     def _send(self, batch: list[_Entry[None, V]]) -> Mapping[str, V]:
         return self._load_batch([entry.key for entry in batch])
 
@@ -620,15 +620,6 @@ class WriteCoalescer(_Coalescer[Write, WriteResult]):
         self._cond.notify_all()
         if self._has_queue():
             self._kick()  # a batch may now take the keys
-
-    def _has_queue(self) -> bool:
-        return bool(self._queue)
-
-    @property
-    def queued(self) -> int:
-        """Writes waiting for a batch."""
-        with self._cond:
-            return len(self._queue)
 
     def _send(self, batch: list[_Entry[Write, WriteResult]]) -> Mapping[str, Any]:
         return self._write_batch([entry.payload for entry in batch])

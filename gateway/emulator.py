@@ -19,7 +19,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,10 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.errors import ConfigError
+from gateway.processes import free_port, terminate
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 RESET_TIMEOUT_S = 10.0
@@ -73,16 +72,6 @@ main(sys.argv[3:])
 
 # Strong references: an emulator dropped without stop() is still stopped at exit.
 _running: set[EmbeddedDynamoDB] = set()
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """Return a TCP port on ``host`` that was free a moment ago (the OS picks it).
-
-    Another process may take it before the caller binds it: callers retry on a bind failure.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_dummy_credentials() -> dict[str, str]:
@@ -175,7 +164,7 @@ class EmbeddedDynamoDB:
                     self.startup_s = time.monotonic() - began
                     _running.add(self)
                     return self
-                _terminate(process)
+                terminate(process)
                 if outcome == "timeout" or attempt == attempts:
                     break
                 # The child exited early: most likely another process took the port between
@@ -194,7 +183,7 @@ class EmbeddedDynamoDB:
             process, self._process = self._process, None
             _running.discard(self)
         if process is not None:
-            _terminate(process)
+            terminate(process)
         self._remove_log()
 
     def reset(self) -> None:
@@ -294,19 +283,6 @@ class EmbeddedDynamoDB:
             with contextlib.suppress(OSError):
                 self._log_path.unlink()
             self._log_path = None
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL: never leave a child behind, never wait forever."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @atexit.register

@@ -133,7 +133,8 @@ class CachingGateway:
         self._service = service
         self._cache = cache
         self._policy_for = policy_for
-        self._policies: dict[str, CachePolicyLike] = {}
+        # db_name -> (its cache policy, its table): validated once, then a dict lookup.
+        self._collections: dict[str, tuple[CachePolicyLike, str]] = {}
         self._breaker = breaker or CircuitBreaker()
         self._quarantine_ttl_s = quarantine_ttl_s
         self._fill_deadline_s = fill_deadline_s
@@ -182,8 +183,7 @@ class CachingGateway:
         """The document, from the cache when it holds a live copy, else from DynamoDB."""
         start = 0 if self._get_tick() * WEYL_MULTIPLIER & SAMPLE_ONE_IN_8 else perf_counter_ns()
         try:
-            policy = self._policies.get(db_name) or self._policy(db_name)
-            table = self._service.table_name(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
             doc_id = validate_id(doc_id)
             if not policy.enabled:
                 return self._service.get(db_name, doc_id)
@@ -208,8 +208,7 @@ class CachingGateway:
         """Every asked id -> its document or None; cache hits first, one batch for the rest."""
         start = perf_counter_ns()
         try:
-            policy = self._policies.get(db_name) or self._policy(db_name)
-            table = self._service.table_name(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
             ids = _validate_ids(doc_ids)
             if not policy.enabled:
                 return self._service.get_many(db_name, ids)
@@ -268,7 +267,7 @@ class CachingGateway:
         """Save through to DynamoDB, then put the saved document in the cache."""
         start = perf_counter_ns()
         try:
-            policy = self._policies.get(db_name) or self._policy(db_name)
+            policy, _ = self._collections.get(db_name) or self._collection(db_name)
             doc_id, _ = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
             if not policy.enabled:
                 return self._service.save(db_name, doc_id, doc, if_rev=if_rev)
@@ -296,8 +295,7 @@ class CachingGateway:
         """Delete in DynamoDB, then leave a tombstone in the cache."""
         start = perf_counter_ns()
         try:
-            policy = self._policies.get(db_name) or self._policy(db_name)
-            self._service.table_name(db_name)
+            policy, _ = self._collections.get(db_name) or self._collection(db_name)
             doc_id = validate_id(doc_id)
             if not policy.enabled:
                 return self._service.delete(db_name, doc_id, if_rev=if_rev)
@@ -323,7 +321,7 @@ class CachingGateway:
         """Save through with BatchWriteItem, then put every saved document in the cache."""
         start = perf_counter_ns()
         try:
-            policy = self._policies.get(db_name) or self._policy(db_name)
+            policy, _ = self._collections.get(db_name) or self._collection(db_name)
             prepared = self._service.validate_save_many(db_name, docs)
             if not policy.enabled:
                 return self._service.save_many(db_name, docs)
@@ -352,8 +350,7 @@ class CachingGateway:
         """Delete with BatchWriteItem, then leave tombstones in the cache."""
         start = perf_counter_ns()
         try:
-            policy = self._policies.get(db_name) or self._policy(db_name)
-            self._service.table_name(db_name)
+            policy, _ = self._collections.get(db_name) or self._collection(db_name)
             ids = _validate_ids(doc_ids)
             if not policy.enabled:
                 self._service.delete_many(db_name, ids)
@@ -750,13 +747,16 @@ class CachingGateway:
 
     # ------------------------------------------------------------------ helpers
 
-    def _policy(self, db_name: str) -> CachePolicyLike:
-        policy = self._policy_for(db_name)
-        self._policies[db_name] = policy
-        return policy
+    def _collection(self, db_name: str) -> tuple[CachePolicyLike, str]:
+        """The collection's policy and table; the name is validated before anything is kept."""
+        table = self._service.table_name(db_name)
+        collection = (self._policy_for(db_name), table)
+        self._collections[db_name] = collection
+        return collection
 
     def _key(self, db_name: str, doc_id: str) -> str:
-        return self._service.table_name(db_name) + _KEY_SEPARATOR + doc_id
+        table = (self._collections.get(db_name) or self._collection(db_name))[1]
+        return table + _KEY_SEPARATOR + doc_id
 
     def _ttl(self, ttl_s: float, policy: CachePolicyLike) -> float:
         """``ttl_s`` shortened by up to ``jitter`` of itself, at random, so that entries filled

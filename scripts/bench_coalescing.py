@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.bench.latency import LatencyInjector, service_clients
 from gateway.dynamodb import DynamoDBService
 from gateway.emulator import EmbeddedDynamoDB, ensure_dummy_credentials
+from gateway.processes import free_port
 from gateway.retry import RetryPolicy
 from tests.servers.fault_proxy import FaultProxy
 
@@ -258,9 +259,7 @@ def dynalite() -> Iterator[str]:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [str(binary), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,

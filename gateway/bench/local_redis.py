@@ -8,7 +8,6 @@ ends. It keeps nothing on disk (no RDB, no AOF, its own temporary directory) and
 from __future__ import annotations
 
 import atexit
-import contextlib
 import shutil
 import socket
 import subprocess
@@ -16,11 +15,10 @@ import tempfile
 import time
 from types import TracebackType
 
-from gateway.emulator import free_port
+from gateway.processes import free_port, terminate
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.02
 PING_TIMEOUT_S = 0.5
 START_ATTEMPTS = 3
@@ -85,7 +83,7 @@ class LocalRedis:
                     _running.add(self)
                     return self
                 time.sleep(POLL_INTERVAL_S)
-            _terminate(process)
+            terminate(process)
             if time.monotonic() >= deadline:
                 break
             # It exited at once: most likely the port was taken meanwhile. Try another.
@@ -97,7 +95,7 @@ class LocalRedis:
         process, self._process = self._process, None
         _running.discard(self)
         if process is not None:
-            _terminate(process)
+            terminate(process)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
@@ -112,19 +110,6 @@ class LocalRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL: never leave a child behind, never wait forever."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @atexit.register

@@ -26,10 +26,9 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from gateway.emulator import free_port
+from gateway.processes import free_port, terminate
 
 DEFAULT_STARTUP_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.02
 PING_TIMEOUT_S = 0.5
 COMMAND_TIMEOUT_S = 5.0
@@ -90,7 +89,7 @@ class RedisServer:
                     self._process, self._port = process, port
                     _running.add(self)
                     return self
-                _terminate(process)
+                terminate(process)
                 if outcome == "timeout":
                     break
                 # Exited early: most likely the port was taken meanwhile; try another.
@@ -112,7 +111,7 @@ class RedisServer:
                 # A stopped process keeps SIGTERM pending until it is continued.
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGCONT)
-            _terminate(process)
+            terminate(process)
         self._cleanup_workdir()
 
     def pause(self) -> None:
@@ -258,19 +257,6 @@ def _encode(*args: str) -> bytes:
         data = arg.encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL: never leave a child behind, never wait forever."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @atexit.register
