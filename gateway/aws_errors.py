@@ -42,8 +42,36 @@ _BAD_CREDENTIALS_CODES = frozenset(
         "MissingAuthenticationTokenException",
     }
 )
-_THROTTLE_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+#: Error codes that mean "slow down": the one list, used by `translate` and by the retry
+#: policy (`gateway.retry`), which retries them with backoff and raises `ThrottledError` when it
+#: gives up.
+THROTTLE_CODES: frozenset[str] = frozenset(
+    {
+        # DynamoDB's own three: a table or index over its provisioned (or on-demand maximum)
+        # throughput; the request rate of the control plane (CreateTable, DescribeTable, ...)
+        # and, since 2024, of on-demand tables; the account's per-region throughput quota.
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        # DynamoDB: too many concurrent control-plane operations (e.g. more than 500 tables
+        # CREATING at once). Rare for the gateway, which creates tables on first use, but
+        # backing off is the right answer; botocore classes it as throttling too.
+        "LimitExceededException",
+        # Generic AWS spellings, which DynamoDB-compatible endpoints (and DAX's HTTP front)
+        # may use; taken from botocore's ``ThrottledRetryableChecker``.
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        # Deliberately NOT here, although botocore's checker lists it:
+        # TransactionInProgressException. DynamoDB raises it only for a TransactWriteItems that
+        # reuses a ClientRequestToken still in flight, which the gateway never sends; a caller
+        # that does wants to see it, and "switch to on-demand" would be the wrong advice. Nor
+        # the codes of other services in that checker (S3's SlowDown, BandwidthLimitExceeded,
+        # EC2ThrottledException), nor PriorRequestNotComplete (a transient failure, see
+        # `gateway.retry.TRANSIENT_CODES`).
+    }
 )
 
 
@@ -104,7 +132,7 @@ def translate(exc: BaseException, operation: str, table: str | None = None) -> G
             code=code,
             operation=operation,
         )
-    if code in _THROTTLE_CODES:
+    if code in THROTTLE_CODES:
         return ThrottledError(
             f"DynamoDB throttled {where} ({code}). Switch the table to on-demand capacity, raise "
             "its provisioned capacity, or spread the load over more partition keys.",

@@ -665,6 +665,109 @@ class WriteCoalescer(_Coalescer[Write, WriteResult]):
 
 
 # --------------------------------------------------------------------------------------------
+# Per-key locks
+# --------------------------------------------------------------------------------------------
+
+
+class _KeyLock:
+    __slots__ = ("lock", "owner", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: Callers holding or waiting for the lock; the entry is dropped when this reaches 0.
+        self.users = 0
+        #: The thread holding it (to refuse a re-entry, which would deadlock), or None.
+        self.owner: int | None = None
+
+
+class KeyLocks:
+    """Mutual exclusion per key, within one process: one lock per key in use, none for others.
+
+    `hold` takes the locks of several keys in sorted order, so that two holders of overlapping
+    key sets can never deadlock; distinct keys never wait for each other (there is one lock
+    per key held, created on first use and dropped when its last user leaves, not a fixed set
+    of stripes that unrelated keys would share). The locks are not re-entrant: a thread asking
+    again for a key it holds gets a `RuntimeError` rather than a deadlock.
+
+    ``DynamoDBService`` (without write coalescing) holds a document's lock around the
+    conditional PutItem of ``save`` and around ``save_many``'s read-revisions-then-
+    BatchWriteItem, so that no save of the same document lands in between.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locks: dict[Any, _KeyLock] = {}
+        self._waits = 0
+        #: Called with the key, in the waiting thread, each time a caller is about to wait
+        #: for a key another caller holds (an observer, e.g. for tests; must not block).
+        self.on_wait: Callable[[Any], None] | None = None
+
+    @contextmanager
+    def hold(self, keys: Iterable[Any]) -> Iterator[None]:
+        """Hold the lock of every key (duplicates merged; keys must be sortable) in the block."""
+        held: list[Any] = []
+        try:
+            for key in sorted(set(keys)):
+                self._acquire(key)
+                held.append(key)
+            yield
+        finally:
+            for key in reversed(held):
+                self._release(key)
+
+    @property
+    def waits(self) -> int:
+        """How many times a caller had to wait for a key held by another."""
+        with self._mutex:
+            return self._waits
+
+    def __len__(self) -> int:
+        """Keys held or waited for now."""
+        with self._mutex:
+            return len(self._locks)
+
+    def _acquire(self, key: Any) -> None:
+        me = threading.get_ident()
+        with self._mutex:
+            entry = self._locks.get(key)
+            if entry is None:
+                entry = self._locks[key] = _KeyLock()
+            elif entry.owner == me:
+                raise RuntimeError(
+                    f"this thread already holds the lock of {key!r}: a write to it from inside "
+                    "another write of it would wait for itself"
+                )
+            entry.users += 1
+            acquired = entry.lock.acquire(blocking=False)
+            if not acquired:
+                self._waits += 1
+        try:
+            if not acquired:
+                hook = self.on_wait
+                if hook is not None:
+                    hook(key)
+                entry.lock.acquire()
+        except BaseException:
+            with self._mutex:
+                self._drop(key, entry)
+            raise
+        entry.owner = me
+
+    def _release(self, key: Any) -> None:
+        with self._mutex:
+            entry = self._locks[key]
+            entry.owner = None
+            entry.lock.release()
+            self._drop(key, entry)
+
+    def _drop(self, key: Any, entry: _KeyLock) -> None:
+        """One user less (the mutex is held); forget the key when nobody uses it."""
+        entry.users -= 1
+        if entry.users == 0:
+            del self._locks[key]
+
+
+# --------------------------------------------------------------------------------------------
 # Revisions in a batch
 # --------------------------------------------------------------------------------------------
 
@@ -782,6 +885,7 @@ __all__ = [
     "MAX_BATCH_WRITE_BYTES",
     "MAX_BATCH_WRITE_ITEMS",
     "CoalescerStats",
+    "KeyLocks",
     "ReadCoalescer",
     "Write",
     "WriteCoalescer",

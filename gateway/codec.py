@@ -30,7 +30,7 @@ import enum
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, DecimalException
 from typing import Any, Final
 
@@ -184,6 +184,18 @@ def validate_id(doc_id: object) -> str:
     return doc_id
 
 
+def validate_ids(doc_ids: Iterable[str]) -> list[str]:
+    """The ids of an iterable, each checked by `validate_id`, duplicates merged, in first-seen
+    order; `ValidationError` for a str / bytes (one id, not an iterable of them) or a
+    non-iterable."""
+    if isinstance(doc_ids, (str, bytes)) or not isinstance(doc_ids, Iterable):
+        raise ValidationError(
+            f"Expected an iterable of document ids, got {type(doc_ids).__name__}: "
+            "pass e.g. ['id1', 'id2']."
+        )
+    return list(dict.fromkeys(validate_id(doc_id) for doc_id in doc_ids))
+
+
 # --------------------------------------------------------------------------------------------
 # Numbers
 
@@ -302,10 +314,14 @@ def _check_text(s: str) -> str:
 
 
 def _encode_binary(value: object) -> Binary | None:
-    """``Binary`` over immutable bytes for bytes / bytearray / Binary, else None."""
+    """A new ``Binary`` over immutable bytes for bytes / bytearray / Binary, else None.
+
+    Never the caller's own ``Binary``: its ``value`` is a writable attribute, and the encoded
+    item is what the gateway caches.
+    """
     if isinstance(value, Binary):
         raw = value.value
-        return value if type(raw) is bytes else Binary(bytes(raw))
+        return Binary(raw if type(raw) is bytes else bytes(raw))
     if isinstance(value, (bytes, bytearray)):
         return Binary(bytes(value))
     return None
@@ -725,9 +741,15 @@ def decode_item(item: dict[str, Any], native_numbers: bool) -> dict[str, Any]:
 # Copies
 
 
-# Types whose values are shared rather than copied: immutable (Binary wraps bytes once encoded or
-# decoded, and nothing here mutates it).
-_SHARED: Final = frozenset({str, Decimal, int, float, bool, type(None), Binary, bytes, frozenset})
+# Types whose values are shared rather than copied: immutable. Not Binary (its ``value`` is a
+# writable attribute) nor bytearray: both are copied.
+_SHARED: Final = frozenset({str, Decimal, int, float, bool, type(None), bytes, frozenset})
+
+
+def _copy_binary(value: Binary) -> Binary:
+    """A new ``Binary``; its bytes are shared when immutable, copied otherwise."""
+    raw = value.value
+    return Binary(raw if type(raw) is bytes else copy.copy(raw))
 
 
 def _copy_value(value: Any) -> Any:
@@ -736,8 +758,13 @@ def _copy_value(value: Any) -> Any:
         return {k: v if type(v) in _SHARED else _copy_value(v) for k, v in value.items()}
     if t is list:
         return [v if type(v) in _SHARED else _copy_value(v) for v in value]
+    if t is Binary:
+        return _copy_binary(value)
     if t is set:
-        return set(value)  # elements are str / numbers / Binary: immutable
+        # Elements are str / numbers (immutable) or Binary (copied).
+        return {_copy_binary(v) if type(v) is Binary else v for v in value}
+    if t is bytearray:
+        return bytearray(value)
     if t in _SHARED:
         return value
     return copy.deepcopy(value)  # anything unexpected: be correct rather than fast
@@ -746,8 +773,10 @@ def _copy_value(value: Any) -> Any:
 def copy_document(doc: dict[str, Any]) -> dict[str, Any]:
     """A private deep copy of a decoded document, much faster than ``copy.deepcopy``.
 
-    dicts, lists and sets are copied at every depth; immutable scalars (str, Decimal, int,
-    float, bool, None, bytes, Binary) are shared; any other type falls back to deepcopy.
+    dicts, lists and sets are copied at every depth, and so are ``Binary`` values (a new
+    ``Binary`` each: their ``value`` attribute is writable) and bytearrays; immutable scalars
+    (str, Decimal, int, float, bool, None, bytes) are shared; any other type falls back to
+    deepcopy.
     """
     return {k: v if type(v) in _SHARED else _copy_value(v) for k, v in doc.items()}
 
@@ -771,4 +800,5 @@ __all__ = [
     "item_size",
     "validate_collection_name",
     "validate_id",
+    "validate_ids",
 ]

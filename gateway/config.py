@@ -84,6 +84,10 @@ DEFAULT_REDIS_KEY_PREFIX = "gw:"
 DEFAULT_REDIS_TIMEOUT_S = 0.05
 DEFAULT_REDIS_BREAKER_FAILURES = 5
 DEFAULT_REDIS_BREAKER_RESET_S = 5.0
+DEFAULT_CACHE_WRITE_INTENT_S = 5.0
+#: The gateway's fill deadline (`gateway.gateway.DEFAULT_FILL_DEADLINE_S`): intents outlive it.
+DEFAULT_FILL_DEADLINE_S = 2.0
+DEFAULT_CACHE_UNREACHABLE_WRITES: Literal["refuse", "accept"] = "refuse"
 
 #: DynamoDB table and index names: 3 to 255 characters of this set.
 _NAME_CHARS = r"[A-Za-z0-9_.-]"
@@ -363,6 +367,8 @@ YAML_PATHS: Mapping[tuple[str, ...], str] = MappingProxyType(
         ("cache", "redis_timeout_seconds"): "REDIS_TIMEOUT_S",
         ("cache", "breaker_failures"): "REDIS_BREAKER_FAILURES",
         ("cache", "breaker_reset_seconds"): "REDIS_BREAKER_RESET_S",
+        ("cache", "write_intent_seconds"): "CACHE_WRITE_INTENT_S",
+        ("cache", "unreachable_writes"): "CACHE_UNREACHABLE_WRITES",
         ("cache", "dax_endpoint_url"): "DAX_ENDPOINT_URL",
         ("cache", "dax_memory_tier"): "DAX_MEMORY_TIER",
         ("numbers", "native"): "NATIVE_NUMBERS",
@@ -895,6 +901,16 @@ class Settings(BaseSettings):
     )
     REDIS_BREAKER_RESET_S: Seconds = Field(
         default=DEFAULT_REDIS_BREAKER_RESET_S, description="seconds, a number > 0"
+    )
+    CACHE_WRITE_INTENT_S: float = Field(
+        default=DEFAULT_CACHE_WRITE_INTENT_S,
+        gt=DEFAULT_FILL_DEADLINE_S,
+        allow_inf_nan=False,
+        description=f"seconds, a number > {DEFAULT_FILL_DEADLINE_S:g} (the longest a cache fill "
+        "may take)",
+    )
+    CACHE_UNREACHABLE_WRITES: Literal["refuse", "accept"] = Field(
+        default=DEFAULT_CACHE_UNREACHABLE_WRITES, description="refuse or accept"
     )
     DAX_MEMORY_TIER: bool = Field(default=False, description="true or false")
 

@@ -24,7 +24,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.aws_errors import error_code, translate
 from gateway.batching import (
+    MAX_BATCH_GET_KEYS,
+    MAX_BATCH_WRITE_ITEMS,
     CoalescerStats,
+    KeyLocks,
     ReadCoalescer,
     Write,
     WriteCoalescer,
@@ -39,6 +42,7 @@ from gateway.codec import (
     encode_key_value,
     validate_collection_name,
     validate_id,
+    validate_ids,
 )
 from gateway.errors import ConflictError, GatewayError, ValidationError
 from gateway.metrics import (
@@ -49,16 +53,13 @@ from gateway.metrics import (
     condition_failure_units,
     cost_dollars,
 )
-from gateway.retry import RetryPolicy, botocore_config
+from gateway.retry import RetryPolicy, botocore_config, may_have_been_applied
 from gateway.revisions import RevisionMaker, parse_generation
 from gateway.service import ABSENT, Document, IfRev, SaveResult
 from gateway.tables import IndexSpec, TableInfo, TableManager
 
 T = TypeVar("T")
 
-#: DynamoDB's limits for one BatchGetItem / BatchWriteItem request.
-MAX_BATCH_GET_KEYS = 100
-MAX_BATCH_WRITE_ITEMS = 25
 #: How many times an unconditional save re-reads the stored revision when writers race on
 #: one document; every lost race means another writer won, so this bounds pathological cases.
 MAX_CONTENDED_SAVE_ATTEMPTS = 64
@@ -74,6 +75,17 @@ class _ConditionFailed(Exception):
     def __init__(self, stored: Mapping[str, Any] | None) -> None:
         super().__init__("condition failed")
         self.stored = stored
+
+
+class _Attempts:
+    """Internal: what `DynamoDBService._call` saw of one operation's failed attempts."""
+
+    __slots__ = ("ambiguous",)
+
+    def __init__(self) -> None:
+        #: An attempt failed in a way that leaves open whether it was applied (its answer was
+        #: lost: timeout, connection closed, 5xx; see `gateway.retry.may_have_been_applied`).
+        self.ambiguous = False
 
 
 class DynamoDBService:
@@ -149,6 +161,9 @@ class DynamoDBService:
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
         self._tables = TableManager(self._client, self._indexes_for, self._call)
+        #: Per-document locks ((table, id) keys) of the writes that are not coalesced: see
+        #: `save_many_with_items`.
+        self.write_locks = KeyLocks()
         self._table_objects: dict[str, Any] = {}
         self._table_objects_lock = threading.Lock()
         self._calls: Counter[str] = Counter()
@@ -167,7 +182,19 @@ class DynamoDBService:
     def save(
         self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
     ) -> SaveResult:
-        """Replace (upsert) a document; returns its id and new revision."""
+        """Replace (upsert) a document; returns its id and new revision.
+
+        Every save is a conditional PutItem (with ``if_rev``, the caller's condition; without,
+        "no newer revision stored", see ``revisions.py``). When an attempt's answer is lost
+        (timeout, connection closed, 5xx) the retry policy sends it again, and the retry may
+        fail its condition because of the first attempt, which was applied. The stored ``_rev``
+        that DynamoDB hands back with the failure (``ReturnValuesOnConditionCheckFailure``) then
+        equals the revision this call wrote (32 random hex digits: nobody else writes it), and
+        the save succeeds with it instead of raising `ConflictError`. If another writer replaced
+        the document between the lost attempt and the retry, that cannot be told from a write
+        of ours that never happened: a conditional save then raises `ConflictError` (which is
+        right for ``if_rev``: the document has moved on), an unconditional one writes again.
+        """
         return self.save_with_item(db_name, doc_id, doc, if_rev=if_rev)[0]
 
     def save_with_item(
@@ -178,7 +205,8 @@ class DynamoDBService:
         doc_id, item = self.validate_save(db_name, doc_id, doc, if_rev=if_rev)
         self._ensure(table, db_name)
         if not self.coalesce_writes:
-            rev = self._put(table, doc_id, item, if_rev)
+            with self.write_locks.hold([(table, doc_id)]):
+                rev = self._put(table, doc_id, item, if_rev)
         elif if_rev is None:
             rev = _rev_of(self._writes(table).submit(Write(doc_id, item)))
         else:
@@ -222,13 +250,32 @@ class DynamoDBService:
         return None if item is None else decode_item(item, self.native_numbers)
 
     def delete(self, db_name: str, doc_id: str, *, if_rev: IfRev = None) -> bool:
-        """Remove a document; True if one was removed."""
+        """Remove a document; True if one was removed.
+
+        Also True when an attempt whose answer was lost (timeout, connection closed, 5xx) may
+        have removed it and the retry finds no document: see `delete_returning_rev`.
+        """
         return self.delete_returning_rev(db_name, doc_id, if_rev=if_rev) is not None
 
     def delete_returning_rev(
         self, db_name: str, doc_id: str, *, if_rev: IfRev = None
     ) -> str | None:
-        """Like ``delete``, but returns the removed document's revision (None if none was)."""
+        """Like ``delete``, but returns the removed document's revision (None if none was;
+        ``""`` for a removed item that had no ``_rev``).
+
+        When an attempt's answer was lost (timeout, connection closed, 5xx: it may have been
+        applied) and the retry finds no document, the delete counts as done by this call:
+
+        * with ``if_rev``, the retry fails its condition on the missing item; the result is
+          ``if_rev``, the revision the lost attempt removed (no `ConflictError`);
+        * without, the retry removes nothing and the removed revision is unknown; the result is
+          ``"<now>-000…0"`` (generation: the wall clock in microseconds, as in ``revisions.py``;
+          32 zeros), a stand-in at least as high as the generation of every revision written
+          before the call by a writer whose clock is not ahead of ours.
+
+        Another writer may instead have removed the document in between; the two cannot be
+        told apart, and the answer is the same as if this call had removed it.
+        """
         table = self._table_name(db_name)
         doc_id = validate_id(doc_id)
         _check_if_rev(if_rev)
@@ -242,19 +289,36 @@ class DynamoDBService:
         return self._delete_item(table, db_name, doc_id, if_rev)
 
     def _delete_item(self, table: str, db_name: str, doc_id: str, if_rev: IfRev) -> str | None:
-        """One DeleteItem (conditional with ``if_rev``); the removed revision, or None."""
+        """One DeleteItem (conditional with ``if_rev``); the removed revision, or None.
+
+        See `delete_returning_rev` for an attempt whose answer was lost.
+        """
         params: dict[str, Any] = {"Key": {_ID: doc_id}, "ReturnValues": "ALL_OLD"}
         condition = _condition_for(if_rev)
         if condition is not None:
             params["ConditionExpression"] = condition
+            params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        attempts = _Attempts()
         try:
             response = self._call(
-                "DeleteItem", table, lambda: self._table(table).delete_item(**params)
+                "DeleteItem",
+                table,
+                lambda: self._table(table).delete_item(**params),
+                attempts=attempts,
             )
         except _ConditionFailed as exc:
+            if (
+                attempts.ambiguous
+                and isinstance(if_rev, str)
+                and not self._exists(table, doc_id, exc.stored)
+            ):
+                return if_rev  # removed by the attempt whose answer was lost
             raise _conflict(db_name, doc_id, if_rev, "DeleteItem") from exc
         old = response.get("Attributes")
         if not old:
+            if attempts.ambiguous:
+                # Removed by the attempt whose answer was lost (or by another writer meanwhile).
+                return f"{self._revisions.next_generation(None)}-{_UNKNOWN_TOKEN}"
             return None
         return str(old.get(_REV, ""))
 
@@ -277,7 +341,7 @@ class DynamoDBService:
     def get_many(self, db_name: str, doc_ids: Iterable[str]) -> dict[str, Document | None]:
         """Every asked id -> its document or None, read with BatchGetItem."""
         table = self._table_name(db_name)
-        ids = _validate_ids(doc_ids)
+        ids = validate_ids(doc_ids)
         found: dict[str, Document | None] = dict.fromkeys(ids)
         if not ids:
             return found
@@ -294,8 +358,18 @@ class DynamoDBService:
         """Save every document (id -> doc) with BatchWriteItem; returns id -> new revision.
 
         Everything is validated before anything is written. BatchWriteItem takes no
-        conditions, so the stored revisions are read first (one BatchGetItem per 100 ids) to
-        keep every generation above the stored one.
+        conditions, so the stored revisions are read first (one strongly consistent
+        BatchGetItem per 100 ids) to keep every generation above the stored one.
+
+        Within this service, no other write of these documents lands between that read and
+        the write: without write coalescing, ``save_many`` holds every document's lock in
+        `write_locks` from the read to the end of the BatchWriteItem, and ``save`` holds its
+        document's around its PutItem (with coalescing, `WriteCoalescer` keeps a key's writes
+        apart). Across processes (or two services) this is a known limit: a save by another
+        process landing between the read and the write is overwritten, and the generation this
+        call computed from the older read may be lower than the one it replaced, so the
+        document's generation can step back. Use ``save`` (one conditional PutItem each) for
+        documents that several processes write concurrently.
         """
         items = self.save_many_with_items(db_name, docs)
         return {doc_id: item[_REV] for doc_id, item in items.items()}
@@ -315,19 +389,21 @@ class DynamoDBService:
             )
             _raise_first_error(outcomes)
             return items
-        stored = {
-            item[_ID]: parse_generation(item.get(_REV))
-            for item in self._batch_get(table, list(items), projection=True)
-        }
-        for doc_id, item in items.items():
-            item[_REV] = self._revisions.make(self._revisions.next_generation(stored.get(doc_id)))
-        self._batch_write(table, [{"PutRequest": {"Item": item}} for item in items.values()])
+        with self.write_locks.hold([(table, doc_id) for doc_id in items]):
+            stored = {
+                item[_ID]: parse_generation(item.get(_REV))
+                for item in self._batch_get(table, list(items), projection=True)
+            }
+            for doc_id, item in items.items():
+                generation = self._revisions.next_generation(stored.get(doc_id))
+                item[_REV] = self._revisions.make(generation)
+            self._batch_write(table, [{"PutRequest": {"Item": item}} for item in items.values()])
         return items
 
     def delete_many(self, db_name: str, doc_ids: Iterable[str]) -> None:
         """Delete every listed document with BatchWriteItem (missing ids are ignored)."""
         table = self._table_name(db_name)
-        ids = _validate_ids(doc_ids)
+        ids = validate_ids(doc_ids)
         if not ids:
             return
         self._ensure(table, db_name)
@@ -529,17 +605,27 @@ class DynamoDBService:
         fn: Callable[[], T],
         *,
         request: Mapping[str, Any] | None = None,
+        attempts: _Attempts | None = None,
     ) -> T:
         """Run one DynamoDB operation under the retry policy, translating its errors.
 
         Its latency (retries and their waits included) and the capacity its response reports
         are recorded; ``request`` (the parameters sent) serves to estimate that capacity from
         item sizes when the response reports none (see `gateway.metrics.estimate_capacity`).
+        ``attempts``, if given, records whether an attempt failed in a way that leaves open
+        whether it was applied (a retried write may then meet its own effect).
         """
 
         def attempt() -> T:
             self._count(operation)
-            return fn()
+            if attempts is None:
+                return fn()
+            try:
+                return fn()
+            except Exception as exc:
+                if may_have_been_applied(exc):
+                    attempts.ambiguous = True
+                raise
 
         start = perf_counter_ns()
         try:
@@ -565,13 +651,25 @@ class DynamoDBService:
         return response
 
     def _put(self, table: str, doc_id: str, item: dict[str, Any], if_rev: IfRev) -> str:
+        """The conditional PutItem(s) of ``save``; the revision written.
+
+        A failed condition whose stored ``_rev`` is the revision this attempt wrote means an
+        earlier attempt of the same PutItem was applied and only its answer was lost: success.
+        """
         if if_rev is not None:
             previous = None if if_rev is ABSENT else (parse_generation(if_rev) or 0)
             rev = self._revisions.make(self._revisions.next_generation(previous))
             item[_REV] = rev
+            attempts = _Attempts()
             try:
-                self._put_item(table, item, _condition_for(if_rev))
+                self._put_item(table, item, _condition_for(if_rev), attempts)
             except _ConditionFailed as exc:
+                # Free when DynamoDB returned the stored item; else read only if an attempt
+                # may have been applied (without that, ours cannot be the stored revision).
+                if (exc.stored is not None or attempts.ambiguous) and self._stored_rev(
+                    table, doc_id, exc.stored
+                ) == rev:
+                    return rev
                 db_name = table[len(self.table_prefix) :]
                 raise _conflict(db_name, doc_id, if_rev, "PutItem") from exc
             return rev
@@ -588,6 +686,8 @@ class DynamoDBService:
                 return rev
             except _ConditionFailed as exc:
                 stored_rev = self._stored_rev(table, doc_id, exc.stored)
+            if stored_rev == rev:
+                return rev  # an earlier attempt was applied and only its answer was lost
             if stored_rev is None:
                 # No item, or one written without a _rev (e.g. by the original service).
                 generation = self._revisions.next_generation(None)
@@ -613,12 +713,40 @@ class DynamoDBService:
             operation="PutItem",
         )
 
-    def _put_item(self, table: str, item: dict[str, Any], condition: ConditionBase | None) -> None:
+    def _put_item(
+        self,
+        table: str,
+        item: dict[str, Any],
+        condition: ConditionBase | None,
+        attempts: _Attempts | None = None,
+    ) -> None:
         params: dict[str, Any] = {"Item": item}
         if condition is not None:
             params["ConditionExpression"] = condition
             params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        self._call("PutItem", table, lambda: self._table(table).put_item(**params), request=params)
+        self._call(
+            "PutItem",
+            table,
+            lambda: self._table(table).put_item(**params),
+            request=params,
+            attempts=attempts,
+        )
+
+    def _exists(self, table: str, doc_id: str, stored: Mapping[str, Any] | None) -> bool:
+        """Whether the document exists after a failed condition: AWS returned it, or a
+        consistent read finds it (an endpoint may not return the item)."""
+        if stored is not None:
+            return True
+        params: dict[str, Any] = {
+            "Key": {_ID: doc_id},
+            "ConsistentRead": True,
+            "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": {"#id": _ID},
+        }
+        response = self._call(
+            "GetItem", table, lambda: self._table(table).get_item(**params), request=params
+        )
+        return response.get("Item") is not None
 
     def _stored_rev(self, table: str, doc_id: str, stored: Mapping[str, Any] | None) -> str | None:
         """The stored revision after a failed condition: from AWS's answer, or read anew."""
@@ -790,6 +918,9 @@ def _ask_for_consumed_capacity(params: dict[str, Any], **_: Any) -> None:
 
 #: A revision of the largest length we write, to size-check an item before its rev is known.
 _REV_PLACEHOLDER = "9" * 20 + "-" + "f" * 32
+#: The token of the stand-in revision `delete_returning_rev` returns when the removed one is
+#: unknown.
+_UNKNOWN_TOKEN = "0" * 32
 
 
 def _check_if_rev(if_rev: object) -> None:
@@ -823,16 +954,6 @@ def _conflict(where: str, doc_id: str, if_rev: IfRev, operation: str) -> Conflic
         expected_rev=None if if_rev is ABSENT or if_rev is None else str(if_rev),
         operation=operation,
     )
-
-
-def _validate_ids(doc_ids: Iterable[str]) -> list[str]:
-    """Validated ids, duplicates merged, first-seen order kept."""
-    if isinstance(doc_ids, (str, bytes)) or not isinstance(doc_ids, Iterable):
-        raise ValidationError(
-            f"Expected an iterable of document ids, got {type(doc_ids).__name__}: "
-            "pass e.g. ['id1', 'id2']."
-        )
-    return list(dict.fromkeys(validate_id(doc_id) for doc_id in doc_ids))
 
 
 __all__ = ["DynamoDBService", "GatewayError"]

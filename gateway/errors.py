@@ -75,7 +75,8 @@ class AccessDeniedError(GatewayError):
 
 
 class ServiceUnavailableError(GatewayError):
-    """DynamoDB or DAX cannot be reached after retries."""
+    """DynamoDB or DAX cannot be reached after retries, or (``operation="cache"``) a write was
+    refused, nothing written, because the cache tier could not be told about it."""
 
     def __init__(
         self,

@@ -97,6 +97,8 @@ def build_gateway(
             failure_threshold=settings.REDIS_BREAKER_FAILURES,
             reset_s=settings.REDIS_BREAKER_RESET_S,
         ),
+        intent_ttl_s=settings.CACHE_WRITE_INTENT_S,
+        unreachable_writes=settings.CACHE_UNREACHABLE_WRITES,
     )
 
 

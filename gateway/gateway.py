@@ -1,58 +1,68 @@
 """The caching gateway: read-through, write-through, single-flight, fail-open, never stale.
 
 ``CachingGateway`` wraps a ``DynamoDBService`` and has the same interface (a drop-in
-``DatabaseService``). How it stays correct:
+``DatabaseService``). How it stays correct (the rules themselves are in `gateway.caches.base`):
 
-* **Reads** (``get`` / ``get_many``) serve live cache entries; a miss is loaded from DynamoDB by
-  one caller per key (single-flight: concurrent misses on a key wait for that one load) and
-  filled into the cache with the compare-and-set of ``caches/base.py``, which never puts an older
-  generation over a newer one.
-* **Writes** mark the key *quarantined* in the cache before DynamoDB is called, then, once
-  DynamoDB acknowledged, replace the marker with the new document (or a tombstone). A load
-  that was in flight when the write was acknowledged does not fill the cache, and readers that
-  arrive after the acknowledgment start a fresh load.
-* **Failures of the cache tier** never reach the caller: the call is served from DynamoDB, a
-  circuit breaker stops waiting on a cache that keeps failing, and a write whose cache update
-  failed is remembered and replayed (compare-and-set again) before this instance reads the cache
-  again. An instance that saw the cache fail distrusts entries stored before it recovered.
-* Callers always get private copies: mutating a returned document never changes the cache.
+* **Reads** (``get`` / ``get_many``) serve live cache entries. A miss takes the cache's *token*
+  before DynamoDB is read, is loaded by one caller per key (single-flight: concurrent misses
+  on a key wait for that one load), and fills the cache with that token: the fill is refused
+  if a write began or ended on the key since, so an old read can never put back a document a
+  write replaced. A load that took longer than ``fill_deadline_s`` does not fill at all.
+* **Writes** register a *write intent* on their keys before DynamoDB is called, and end it
+  once DynamoDB answered: the new document (or a tombstone) is stored if the writer was alone,
+  else the key is dropped and the next read loads it. A read never waits on a write: while
+  one is in flight, the previous acknowledged copy is served (the write has not returned).
+  A writer that dies in between leaves the old copy trusted only until its intent expires
+  (``intent_ttl_s``).
+* **Failures of the cache tier** never reach a reader (`gateway.resilience`: circuit breaker,
+  logged failures, replayed invalidations). A write whose intent cannot be registered is
+  refused with `ServiceUnavailableError`, nothing written (``unreachable_writes="refuse"``,
+  the default), or accepted, its keys invalidated once the cache answers again
+  (``"accept"``: other instances may serve the previous copy until then, at most its TTL).
+  A write whose end cannot reach the cache returns only once its intent has expired there.
+* Callers always get private copies: mutating a returned document never changes the cache,
+  nor the answer of another caller of the same single-flight load.
 
-``list_all``, ``iter_pages`` and ``query`` are passed through to DynamoDB, not cached: a cached
-scan or query result would need invalidation on every write to the collection (DAX's query cache
-simply goes stale); see the README for the reasoning.
+``list_all``, ``iter_pages`` and ``query`` are passed through to DynamoDB, not cached.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import random as random_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from gateway import config
 from gateway.breaker import CircuitBreaker
-from gateway.caches.base import MISS, CacheBackend, Entry, Kind, Miss, Put
-from gateway.codec import copy_document, decode_item, validate_id
+from gateway.caches.base import MISS, CacheBackend, End, Entry, Fill, Kind, Miss
+from gateway.caches.errors import CacheError
+from gateway.codec import copy_document, decode_item, validate_id, validate_ids
+from gateway.counters import Counter
 from gateway.dynamodb import DynamoDBService
-from gateway.errors import ConflictError, ValidationError
+from gateway.errors import ServiceUnavailableError
 from gateway.metrics import SAMPLE_ONE_IN_8, WEYL_MULTIPLIER, LatencyRecorder
-from gateway.revisions import parse_generation, wall_clock_us
+from gateway.resilience import GuardedCache
+from gateway.revisions import parse_generation
 from gateway.service import Document, IfRev, SaveResult
 
-#: How long a quarantine marker lives if the write's outcome never becomes known (longer than
-#: any DynamoDB call with its retries can take).
-DEFAULT_QUARANTINE_TTL_S = 30.0
+T = TypeVar("T")
+
+#: How long a write intent lives in the cache: longer than a DynamoDB write normally takes
+#: (a write that outlasts it is still safe: its end finds the intent gone and drops the key).
+DEFAULT_INTENT_TTL_S = 5.0
 #: A load that took longer than this does not fill the cache (a stalled reader's copy is old).
-DEFAULT_FILL_DEADLINE_S = 2.0
-#: How often the background thread retries pending cache repairs while the cache is down.
-REPAIR_INTERVAL_S = 0.05
-#: At most this many pending repairs are remembered; past it, the whole namespace is wiped on
-#: recovery instead (correct, only colder).
-MAX_PENDING_REPAIRS = 100_000
+DEFAULT_FILL_DEADLINE_S = config.DEFAULT_FILL_DEADLINE_S
+#: Local waits derived from the cache's clock are lengthened by this fraction (clock rates).
+CLOCK_RATE_SLACK = 1.01
+
+UnreachableWrites = Literal["refuse", "accept"]
+UNREACHABLE_WRITES: tuple[UnreachableWrites, ...] = ("refuse", "accept")
 
 _KEY_SEPARATOR = ":"  # table names cannot contain ':', so "<table>:<id>" is unambiguous
 
@@ -70,27 +80,16 @@ class CachePolicyLike(Protocol):
     def jitter(self) -> float: ...
 
 
-class _Counter:
-    """A thread-safe counter without a lock: ``itertools.count.__next__`` is atomic in CPython."""
-
-    __slots__ = ("_count", "inc")
-
-    def __init__(self) -> None:
-        self._count = itertools.count()
-        self.inc = self._count.__next__
-
-    @property
-    def value(self) -> int:
-        # repr is "count(N)": the only way to read an itertools.count without advancing it.
-        return int(repr(self._count)[6:-1])
-
-
 class _Flight:
-    """One in-progress load of a key; concurrent missers wait on it."""
+    """One in-progress load of a key; concurrent missers wait on it.
 
-    __slots__ = ("dirty", "done", "error", "result")
+    ``result`` belongs to the flight: no caller ever gets that object, each gets a copy.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("dirty", "done", "error", "result", "token")
+
+    def __init__(self, token: int) -> None:
+        self.token = token  # the cache's token when the leader missed
         self.done = threading.Event()
         self.dirty = False  # a write to the key was acknowledged while loading: do not fill
         self.result: Document | None = None
@@ -124,19 +123,51 @@ class CachingGateway:
         *,
         policy_for: Callable[[str], CachePolicyLike],
         breaker: CircuitBreaker | None = None,
-        quarantine_ttl_s: float = DEFAULT_QUARANTINE_TTL_S,
+        intent_ttl_s: float = DEFAULT_INTENT_TTL_S,
         fill_deadline_s: float = DEFAULT_FILL_DEADLINE_S,
+        unreachable_writes: UnreachableWrites = "refuse",
         random: Callable[[], float] = random_module.random,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``intent_ttl_s``: how long a write intent protects a key (see the module
+        docstring); ``fill_deadline_s`` must stay below the backend's ``floor_ttl_s``;
+        ``unreachable_writes``: ``"refuse"`` or ``"accept"`` a write whose intent cannot be
+        registered in the cache. ``clock`` (monotonic), ``wall_clock``, ``sleep`` and
+        ``random`` (TTL jitter) are injected for tests."""
+        if unreachable_writes not in UNREACHABLE_WRITES:
+            raise ValueError(
+                f"unreachable_writes must be one of {UNREACHABLE_WRITES}, "
+                f"not {unreachable_writes!r}"
+            )
+        if not intent_ttl_s > fill_deadline_s:
+            raise ValueError(
+                f"intent_ttl_s ({intent_ttl_s}) must be above fill_deadline_s "
+                f"({fill_deadline_s}): a record whose last intent expired leaves no floor, so "
+                "no fill may take as long"
+            )
+        floor_ttl_s = getattr(cache, "floor_ttl_s", None)
+        if floor_ttl_s is not None and not fill_deadline_s < floor_ttl_s:
+            raise ValueError(
+                f"fill_deadline_s ({fill_deadline_s}) must be below the cache's floor_ttl_s "
+                f"({floor_ttl_s}): a slower fill could outlive the floor that refuses it"
+            )
         self._service = service
         self._cache = cache
         self._policy_for = policy_for
         # db_name -> (its cache policy, its table): validated once, then a dict lookup.
         self._collections: dict[str, tuple[CachePolicyLike, str]] = {}
-        self._breaker = breaker or CircuitBreaker()
-        self._quarantine_ttl_s = quarantine_ttl_s
+        self._unreachable_writes = unreachable_writes
+        self._guard = GuardedCache(
+            cache,
+            breaker,
+            distrust_on_recovery=unreachable_writes == "accept",
+            clock=clock,
+            wall_clock=wall_clock,
+            sleep=sleep,
+        )
+        self._intent_ttl_s = intent_ttl_s
         self._fill_deadline_s = fill_deadline_s
         self._random = random
         self._clock = clock
@@ -147,21 +178,15 @@ class CachingGateway:
         self._copy = copy_document if getattr(cache, "shares_documents", True) else _same
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
-        # Entries stored before this wall time are not trusted (set when the cache recovers
-        # from a failure this instance saw: writes may have happened while it was away).
-        self._distrust_before = 0.0
-        self._pending: dict[str, Put] = {}
-        self._pending_lock = threading.Lock()
-        self._pending_overflow = False
-        self._repairer: threading.Thread | None = None
-        self._closing = threading.Event()
-        self._hits = _Counter()
-        self._misses = _Counter()
-        self._waits = _Counter()
-        self._cache_errors = _Counter()
-        self._fallbacks = _Counter()
-        self._repairs = _Counter()
-        self._fills_skipped = _Counter()
+        # An in-process cache is read again once a load is registered (double-checked, as in
+        # cachetools' `_cached`): a load that finished just before has filled the key. Across
+        # the network that would cost a round trip on every miss to save a rare second load.
+        self._double_check = bool(getattr(cache, "in_process", False))
+        self._hits = Counter()
+        self._misses = Counter()
+        self._waits = Counter()
+        self._fills_skipped = Counter()
+        self._writes_refused = Counter()
         # Latency of every public call (those that raise included). Each histogram is held in
         # an attribute of its own: recording is two clock reads and a bisect, no lookup. `get`
         # is the hot path (a hit is a few µs): every get is counted but one in eight is timed,
@@ -188,18 +213,19 @@ class CachingGateway:
             if not policy.enabled:
                 return self._service.get(db_name, doc_id)
             key = table + _KEY_SEPARATOR + doc_id
-            entry = self._cache_get(key)
-            if entry is not MISS:
+            guard = self._guard
+            entry = guard.get(key)
+            if entry is not MISS and entry.stored_at >= guard.distrust_before:
                 kind = entry.kind
-                if kind is not Kind.QUARANTINE and entry.stored_at >= self._distrust_before:
+                if kind is Kind.DOCUMENT:
                     self._hits.inc()
-                    if kind is Kind.DOCUMENT:
-                        return self._copy(entry.document)
+                    return self._copy(entry.document)
+                if kind is Kind.ABSENT:
+                    self._hits.inc()
                     return None
             self._misses.inc()
-            quarantined = {doc_id} if _quarantined(entry) else set()
-            loaded = self._load(db_name, policy, {doc_id: key}, quarantined)
-            return loaded[doc_id]
+            token = guard.read_token(key, entry)
+            return self._load(db_name, policy, {doc_id: key}, {doc_id: token})[doc_id]
         finally:
             if start:
                 self._get_latency.record(perf_counter_ns() - start)
@@ -209,32 +235,24 @@ class CachingGateway:
         start = perf_counter_ns()
         try:
             policy, table = self._collections.get(db_name) or self._collection(db_name)
-            ids = _validate_ids(doc_ids)
+            ids = validate_ids(doc_ids)
             if not policy.enabled:
                 return self._service.get_many(db_name, ids)
             keys = [table + _KEY_SEPARATOR + doc_id for doc_id in ids]
-            entries = self._cache_get_many(keys)
             found: dict[str, Document | None] = {}
             missing: dict[str, str] = {}
-            quarantined: set[str] = set()
-            distrust = self._distrust_before
-            for doc_id, key, entry in zip(ids, keys, entries, strict=True):
-                if (
-                    entry is not MISS
-                    and entry.kind is not Kind.QUARANTINE
-                    and entry.stored_at >= distrust
-                ):
-                    self._hits.inc()
-                    found[doc_id] = (
-                        self._copy(entry.document) if entry.kind is Kind.DOCUMENT else None
-                    )
-                else:
+            tokens: dict[str, int] = {}
+            for doc_id, key, entry in zip(ids, keys, self._guard.get_many(keys), strict=True):
+                answer = self._answer(entry)
+                if answer is MISS:
                     self._misses.inc()
                     missing[doc_id] = key
-                    if _quarantined(entry):
-                        quarantined.add(doc_id)
+                    tokens[doc_id] = self._guard.read_token(key, entry)
+                else:
+                    self._hits.inc()
+                    found[doc_id] = None if answer is None else self._copy(answer)
             if missing:
-                found.update(self._load(db_name, policy, missing, quarantined))
+                found.update(self._load(db_name, policy, missing, tokens))
             return {doc_id: found[doc_id] for doc_id in ids}
         finally:
             self._get_many_latency.record(perf_counter_ns() - start)
@@ -271,22 +289,21 @@ class CachingGateway:
             doc_id, _ = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
             if not policy.enabled:
                 return self._service.save(db_name, doc_id, doc, if_rev=if_rev)
-            key = self._key(db_name, doc_id)
-            self._quarantine([key])
-            try:
-                result, item = self._service.save_with_item(db_name, doc_id, doc, if_rev=if_rev)
-            except (ConflictError, ValidationError):
-                self._forget([key])  # nothing was written; the cached copy may be the stale one
-                raise
-            self._end_flights([key])
-            entry = Entry(
-                Kind.DOCUMENT,
-                parse_generation(result["rev"]) or 0,
-                result["rev"],
-                as_returned(item, self._native),
-                self._wall_clock(),
+            keys = {doc_id: self._key(db_name, doc_id)}
+
+            def written(saved: tuple[SaveResult, dict[str, Any]]) -> dict[str, Entry]:
+                result, item = saved
+                return {doc_id: self._document_entry(result["rev"], item)}
+
+            result, _ = self._write_through(
+                policy,
+                keys,
+                lambda: self._service.save_with_item(db_name, doc_id, doc, if_rev=if_rev),
+                written,
+                # One conditional PutItem: DynamoDB applies these in generation order. Not so
+                # when saves are coalesced into BatchWriteItem (no conditions).
+                ordered=not self._service.coalesce_writes,
             )
-            self._write([Put(key, entry, self._ttl(policy.ttl_s, policy))])
             return result
         finally:
             self._save_latency.record(perf_counter_ns() - start)
@@ -299,21 +316,15 @@ class CachingGateway:
             doc_id = validate_id(doc_id)
             if not policy.enabled:
                 return self._service.delete(db_name, doc_id, if_rev=if_rev)
-            key = self._key(db_name, doc_id)
-            self._quarantine([key])
-            try:
-                rev = self._service.delete_returning_rev(db_name, doc_id, if_rev=if_rev)
-            except (ConflictError, ValidationError):
-                self._forget([key])
-                raise
-            self._end_flights([key])
-            if rev is None:
-                self._forget([key])
-                return False
-            generation = (parse_generation(rev) or 0) + 1
-            tombstone = Entry(Kind.ABSENT, generation, None, None, self._wall_clock())
-            self._write([Put(key, tombstone, self._ttl(policy.negative_ttl_s, policy))])
-            return True
+            keys = {doc_id: self._key(db_name, doc_id)}
+
+            rev = self._write_through(
+                policy,
+                keys,
+                lambda: self._service.delete_returning_rev(db_name, doc_id, if_rev=if_rev),
+                lambda _: {doc_id: self._tombstone()},
+            )
+            return rev is not None
         finally:
             self._delete_latency.record(perf_counter_ns() - start)
 
@@ -326,22 +337,16 @@ class CachingGateway:
             if not policy.enabled:
                 return self._service.save_many(db_name, docs)
             keys = {doc_id: self._key(db_name, doc_id) for doc_id in prepared}
-            self._quarantine(list(keys.values()))
-            items = self._service.save_many_with_items(db_name, docs)
-            self._end_flights(list(keys.values()))
-            now = self._wall_clock()
-            puts = []
-            for doc_id, item in items.items():
-                rev = item["_rev"]
-                entry = Entry(
-                    Kind.DOCUMENT,
-                    parse_generation(rev) or 0,
-                    rev,
-                    as_returned(item, self._native),
-                    now,
-                )
-                puts.append(Put(keys[doc_id], entry, self._ttl(policy.ttl_s, policy)))
-            self._write(puts)
+
+            def written(items: dict[str, dict[str, Any]]) -> dict[str, Entry]:
+                return {
+                    doc_id: self._document_entry(item["_rev"], item)
+                    for doc_id, item in items.items()
+                }
+
+            items = self._write_through(
+                policy, keys, lambda: self._service.save_many_with_items(db_name, docs), written
+            )
             return {doc_id: item["_rev"] for doc_id, item in items.items()}
         finally:
             self._save_many_latency.record(perf_counter_ns() - start)
@@ -351,24 +356,99 @@ class CachingGateway:
         start = perf_counter_ns()
         try:
             policy, _ = self._collections.get(db_name) or self._collection(db_name)
-            ids = _validate_ids(doc_ids)
+            ids = validate_ids(doc_ids)
             if not policy.enabled:
                 self._service.delete_many(db_name, ids)
                 return
-            keys = [self._key(db_name, doc_id) for doc_id in ids]
-            self._quarantine(keys)
-            self._service.delete_many(db_name, ids)
-            self._end_flights(keys)
-            # BatchWriteItem does not say what it deleted: the tombstone's generation is "now",
-            # above any revision written before this moment (generations follow wall time).
-            generation = wall_clock_us()
-            now = self._wall_clock()
-            ttl = self._ttl(policy.negative_ttl_s, policy)
-            self._write(
-                [Put(key, Entry(Kind.ABSENT, generation, None, None, now), ttl) for key in keys]
+            keys = {doc_id: self._key(db_name, doc_id) for doc_id in ids}
+            self._write_through(
+                policy,
+                keys,
+                lambda: self._service.delete_many(db_name, ids),
+                lambda _: {doc_id: self._tombstone() for doc_id in ids},
             )
         finally:
             self._delete_many_latency.record(perf_counter_ns() - start)
+
+    def _write_through(
+        self,
+        policy: CachePolicyLike,
+        keys: Mapping[str, str],
+        perform: Callable[[], T],
+        written: Callable[[T], Mapping[str, Entry]],
+        *,
+        ordered: bool = False,
+    ) -> T:
+        """Intent, DynamoDB, end of the intent (see the module docstring)."""
+        if not keys:
+            return perform()
+        intent = os.urandom(8).hex()
+        tokens = self._guard.begin_write(
+            list(keys.values()), intent, self._intent_ttl_s, ordered
+        )
+        # Taken after the intents were registered, so no earlier than their deadline in the
+        # cache: once it has passed, the cache no longer trusts the entries they covered.
+        until = self._clock() + self._intent_ttl_s * CLOCK_RATE_SLACK
+        if tokens is None and self._unreachable_writes == "refuse":
+            self._writes_refused.inc()
+            raise ServiceUnavailableError(
+                f"The {getattr(self._cache, 'name', 'cache')} cache cannot be reached, so this "
+                "write was refused and nothing was written: other gateway instances could "
+                "otherwise keep serving the previous copy. Retry when the cache is back, or "
+                "set cache.unreachable_writes: accept to write anyway (see the README).",
+                operation="cache",
+            )
+        try:
+            result = perform()
+        except BaseException:
+            self._end_flights(list(keys.values()))
+            # Nothing written, or nothing known: drop the keys (one try; the intents expire).
+            self._end_write(policy, keys, intent, tokens, None, until=self._clock())
+            raise
+        self._end_flights(list(keys.values()))
+        wait_until = until if self._unreachable_writes == "refuse" else self._clock()
+        self._end_write(policy, keys, intent, tokens, written(result), until=wait_until)
+        return result
+
+    def _end_write(
+        self,
+        policy: CachePolicyLike,
+        keys: Mapping[str, str],
+        intent: str,
+        tokens: list[int] | None,
+        entries: Mapping[str, Entry] | None,
+        until: float,
+    ) -> None:
+        """End the intents; if the cache does not answer before ``until``, the intents have
+        expired there by the time this returns (``"refuse"``), or the keys are remembered and
+        invalidated when it answers again (``"accept"``)."""
+        if tokens is None:
+            self._guard.invalidate(list(keys.values()))
+            return
+        ends = []
+        for (doc_id, key), token in zip(keys.items(), tokens, strict=True):
+            entry = None if entries is None else entries.get(doc_id)
+            ttl = 0.0
+            if entry is not None:
+                base = policy.ttl_s if entry.kind is Kind.DOCUMENT else policy.negative_ttl_s
+                ttl = self._ttl(base, policy)
+            ends.append(End(key, intent, token, entry, ttl))
+        if self._guard.end_write(ends, until) is None and self._unreachable_writes == "accept":
+            self._guard.remember(list(keys.values()))
+
+    def _document_entry(self, rev: str, item: Mapping[str, Any]) -> Entry:
+        return Entry(
+            Kind.DOCUMENT,
+            parse_generation(rev) or 0,
+            rev,
+            as_returned(item, self._native),
+            self._wall_clock(),
+        )
+
+    def _tombstone(self) -> Entry:
+        # Generation 0: a save that begins after this delete ended is newer, whatever its
+        # generation (see gateway.caches.base).
+        return Entry(Kind.ABSENT, 0, None, None, self._wall_clock())
 
     # ------------------------------------------------------------------ operators
 
@@ -376,20 +456,21 @@ class CachingGateway:
         """Drop one document from the cache (the next read loads it from DynamoDB)."""
         key = self._key(db_name, validate_id(doc_id))
         self._end_flights([key])
-        self._forget([key])
+        self._guard.invalidate([key])
 
     def invalidate_collection(self, db_name: str) -> int:
-        """Drop every cached document of a collection; returns how many entries were dropped."""
+        """Drop every cached document of a collection; returns how many entries were dropped.
+
+        Raises the cache's error if it cannot be reached (nothing is remembered for later)."""
         prefix = self._service.table_name(db_name) + _KEY_SEPARATOR
         with self._flights_lock:
             for key in [k for k in self._flights if k.startswith(prefix)]:
                 self._flights.pop(key).dirty = True
         try:
-            removed = self._cache.delete_prefix(prefix)
-        except Exception:
-            self._cache_failed()
+            return self._guard.delete_prefix(prefix)
+        except CacheError:
+            self._guard.errors.inc()
             raise
-        return removed
 
     def stats(self) -> dict[str, Any]:
         """Hits, misses, hit ratio, DynamoDB calls by operation, the cache tier's health,
@@ -402,6 +483,7 @@ class CachingGateway:
             cache_stats = self._cache.stats()
         except Exception:
             cache_stats = {}
+        guard = self._guard
         return {
             "hits": hits,
             "misses": misses,
@@ -411,13 +493,14 @@ class CachingGateway:
             "batching": service_stats.get("batching", {}),
             "cache_backend": getattr(self._cache, "name", type(self._cache).__name__),
             "evictions": int(cache_stats.get("evictions", 0)),
-            "cache_errors": self._cache_errors.value,
-            "fallbacks": self._fallbacks.value,
+            "cache_errors": guard.errors.value,
+            "fallbacks": guard.fallbacks.value,
             "single_flight_waits": self._waits.value,
             "fills_skipped": self._fills_skipped.value,
-            "pending_repairs": len(self._pending),
-            "repairs": self._repairs.value,
-            "breaker": self._breaker.state,
+            "writes_refused": self._writes_refused.value,
+            "pending_repairs": guard.pending,
+            "repairs": guard.repairs.value,
+            "breaker": guard.breaker.state,
             "cache": cache_stats,
             "latency": latency,
             "db_latency": service_stats.get("latency", {}),
@@ -427,12 +510,8 @@ class CachingGateway:
 
     def close(self) -> None:
         """Stop the repair thread, then close the cache and the service."""
-        self._closing.set()
-        if self._repairer is not None:
-            self._repairer.join(timeout=1.0)
-        self._repair_now()
         try:
-            self._cache.close()
+            self._guard.close()
         finally:
             self._service.close()
 
@@ -455,14 +534,30 @@ class CachingGateway:
         """The cache backend."""
         return self._cache
 
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The cache tier's circuit breaker."""
+        return self._guard.breaker
+
     # ------------------------------------------------------------------ loading
+
+    def _answer(self, entry: Entry | Miss) -> Document | Miss | None:
+        """A cache result as an answer: the document, None, or MISS (also for floors and
+        entries stored before a recovery this instance distrusts)."""
+        if entry is MISS or entry.stored_at < self._guard.distrust_before:
+            return MISS
+        if entry.kind is Kind.DOCUMENT:
+            return entry.document
+        if entry.kind is Kind.ABSENT:
+            return None
+        return MISS
 
     def _load(
         self,
         db_name: str,
         policy: CachePolicyLike,
         missing: Mapping[str, str],
-        quarantined: set[str],
+        tokens: Mapping[str, int],
     ) -> dict[str, Document | None]:
         """Load ``missing`` (id -> key): lead the loads nobody runs, wait for the others."""
         led: dict[str, _Flight] = {}
@@ -470,18 +565,20 @@ class CachingGateway:
         with self._flights_lock:
             for doc_id, key in missing.items():
                 flight = self._flights.get(key)
-                if flight is None:
-                    flight = self._flights[key] = _Flight()
-                    led[doc_id] = flight
-                else:
+                # Across the network, join only a load that saw the same record: if another
+                # instance's write ended since the leader missed, its answer may be older than
+                # that write (an in-process cache hears of every write: `_end_flights`).
+                if flight is not None and (self._double_check or flight.token == tokens[doc_id]):
                     joined[doc_id] = flight
+                else:
+                    flight = self._flights[key] = _Flight(tokens[doc_id])
+                    led[doc_id] = flight
         results: dict[str, Document | None] = {}
         if led:
-            results.update(self._lead(db_name, policy, missing, led, quarantined))
+            results.update(self._lead(db_name, policy, missing, led, tokens))
         for doc_id, flight in joined.items():
             self._waits.inc()
             document = flight.wait()
-            # Every waiter of a flight got the same object: each needs its own copy.
             results[doc_id] = None if document is None else copy_document(document)
         return results
 
@@ -491,32 +588,51 @@ class CachingGateway:
         policy: CachePolicyLike,
         keys: Mapping[str, str],
         flights: dict[str, _Flight],
-        quarantined: set[str],
+        tokens: Mapping[str, int],
     ) -> dict[str, Document | None]:
-        settled = self._settled(keys, flights)
-        if settled:
-            self._finish(keys, {doc_id: flights.pop(doc_id) for doc_id in settled}, settled)
-        results = {
-            doc_id: None if document is None else self._copy(document)
-            for doc_id, document in settled.items()
-        }
-        if not flights:
-            return results
-        started = self._clock()
+        """Run the loads of ``flights``; every flight is settled when this returns or raises."""
         try:
-            if len(flights) == 1:
-                (doc_id,) = flights
-                loaded = {doc_id: self._service.get(db_name, doc_id)}
-            else:
-                loaded = self._service.get_many(db_name, list(flights))
+            return self._run_flights(db_name, policy, keys, flights, tokens)
         except BaseException as exc:
+            # Interrupted anywhere (DynamoDB, the cache, a KeyboardInterrupt): the waiters get
+            # the error, and later readers start a load of their own.
             self._finish(keys, flights, error=exc)
             raise
+
+    def _run_flights(
+        self,
+        db_name: str,
+        policy: CachePolicyLike,
+        keys: Mapping[str, str],
+        flights: dict[str, _Flight],
+        tokens: Mapping[str, int],
+    ) -> dict[str, Document | None]:
+        # The fill deadline counts from here: the cache read that gave the tokens took at most
+        # the cache's timeout, far below the floors' lifetime that the deadline stays under.
+        started = self._clock()
+        settled: dict[str, Document | None] = {}
+        if self._double_check:
+            settled, tokens = self._settled(keys, flights)
+        results: dict[str, Document | None] = {}
+        if settled:
+            done = {doc_id: flights.pop(doc_id) for doc_id in settled}
+            self._finish(keys, done, settled)
+            results.update(
+                (doc_id, None if document is None else copy_document(document))
+                for doc_id, document in settled.items()
+            )
+        if not flights:
+            return results
+        if len(flights) == 1:
+            (doc_id,) = flights
+            loaded = {doc_id: self._service.get(db_name, doc_id)}
+        else:
+            loaded = self._service.get_many(db_name, list(flights))
         fresh = self._clock() - started <= self._fill_deadline_s
         now = self._wall_clock()
-        puts = []
+        fills = []
         for doc_id, flight in flights.items():
-            if flight.dirty or not fresh or doc_id in quarantined:
+            if flight.dirty or not fresh:
                 self._fills_skipped.inc()
                 continue
             document = loaded[doc_id]
@@ -527,32 +643,34 @@ class CachingGateway:
                 rev = document.get("_rev")
                 entry = Entry(Kind.DOCUMENT, parse_generation(rev) or 0, rev, document, now)
                 ttl = self._ttl(policy.ttl_s, policy)
-            puts.append(Put(keys[doc_id], entry, ttl))
-        if puts:
-            self._fill(puts)
-        self._finish(keys, flights, loaded=loaded)
-        # The loaded documents may now be held by the cache: hand out copies.
+            fills.append(Fill(keys[doc_id], entry, ttl, tokens[doc_id]))
+        if fills:
+            self._guard.fill_many(fills)
+        self._finish(keys, flights, loaded)
+        # The loaded documents belong to the flights (and maybe the cache): hand out copies.
         results.update(
-            (doc_id, None if document is None else self._copy(document))
+            (doc_id, None if document is None else copy_document(document))
             for doc_id, document in loaded.items()
         )
         return results
 
     def _settled(
         self, keys: Mapping[str, str], flights: Mapping[str, _Flight]
-    ) -> dict[str, Document | None]:
-        """Answers the cache got since these keys missed: a load that finished just before
-        this flight was registered has filled them, and concurrent misses on a key must still
-        make one DynamoDB call (double-checked, as in cachetools' ``_cached``)."""
+    ) -> tuple[dict[str, Document | None], dict[str, int]]:
+        """Answers the cache got since these keys missed, and fresh tokens for the rest: a
+        load that finished just before this flight was registered has filled them."""
         ids = list(flights)
-        entries = self._cache_get_many([keys[doc_id] for doc_id in ids])
-        distrust = self._distrust_before
+        key_list = [keys[doc_id] for doc_id in ids]
         settled: dict[str, Document | None] = {}
-        for doc_id, entry in zip(ids, entries, strict=True):
-            if entry is MISS or entry.kind is Kind.QUARANTINE or entry.stored_at < distrust:
-                continue
-            settled[doc_id] = entry.document if entry.kind is Kind.DOCUMENT else None
-        return settled
+        tokens: dict[str, int] = {}
+        guard = self._guard
+        for doc_id, key, entry in zip(ids, key_list, guard.get_many(key_list), strict=True):
+            answer = self._answer(entry)
+            if answer is MISS:
+                tokens[doc_id] = guard.read_token(key, entry)
+            else:
+                settled[doc_id] = answer
+        return settled, tokens
 
     def _finish(
         self,
@@ -567,6 +685,8 @@ class CachingGateway:
                 if self._flights.get(key) is flight:
                     del self._flights[key]
         for doc_id, flight in flights.items():
+            if flight.done.is_set():
+                continue
             if error is not None:
                 flight.error = error
             elif loaded is not None:
@@ -581,169 +701,6 @@ class CachingGateway:
                 flight = self._flights.pop(key, None)
                 if flight is not None:
                     flight.dirty = True
-
-    # ------------------------------------------------------------------ cache calls (fail-open)
-
-    def _cache_get(self, key: str) -> Entry | Miss:
-        if not self._breaker.allow():
-            self._fallbacks.inc()
-            return MISS
-        if self._pending and not self._repair_now():
-            self._fallbacks.inc()
-            return MISS
-        try:
-            entry = self._cache.get(key)
-        except Exception:
-            self._cache_failed()
-            return MISS
-        if self._breaker.record_success():
-            self._recovered()
-            return MISS
-        return entry
-
-    def _cache_get_many(self, keys: Sequence[str]) -> list[Entry | Miss]:
-        if not self._breaker.allow() or (self._pending and not self._repair_now()):
-            self._fallbacks.inc()
-            return [MISS] * len(keys)
-        try:
-            entries = self._cache.get_many(keys)
-        except Exception:
-            self._cache_failed()
-            return [MISS] * len(keys)
-        if self._breaker.record_success():
-            self._recovered()
-            return [MISS] * len(keys)
-        return entries
-
-    def _fill(self, puts: list[Put]) -> None:
-        if not self._breaker.allow():
-            self._fallbacks.inc()
-            return
-        try:
-            self._cache.fill_many(puts)
-        except Exception:
-            self._cache_failed()
-            return
-        if self._breaker.record_success():
-            self._recovered()
-
-    def _quarantine(self, keys: list[str]) -> None:
-        if self._breaker.allow():
-            try:
-                self._cache.quarantine_many(keys, self._quarantine_ttl_s)
-            except Exception:
-                self._cache_failed()
-            else:
-                if self._breaker.record_success():
-                    self._recovered()
-                return
-        # Could not mark the keys: make sure the cache hears about them before it is read.
-        with self._pending_lock:
-            for key in keys:
-                if key not in self._pending:
-                    self._remember(Put(key, Entry(Kind.QUARANTINE, 0), self._quarantine_ttl_s))
-        self._start_repairer()
-
-    def _write(self, puts: list[Put]) -> None:
-        if self._breaker.allow() and not self._pending:
-            try:
-                self._cache.write_many(puts)
-            except Exception:
-                self._cache_failed()
-            else:
-                if self._breaker.record_success():
-                    self._recovered()
-                return
-        with self._pending_lock:
-            for put in puts:
-                self._remember(put)
-        self._start_repairer()
-        self._repair_now()
-
-    def _forget(self, keys: list[str]) -> None:
-        if self._breaker.allow():
-            try:
-                self._cache.delete_many(keys)
-            except Exception:
-                self._cache_failed()
-            else:
-                with self._pending_lock:
-                    for key in keys:
-                        self._pending.pop(key, None)
-                return
-        with self._pending_lock:
-            for key in keys:
-                self._remember(Put(key, Entry(Kind.QUARANTINE, 0), self._quarantine_ttl_s))
-        self._start_repairer()
-
-    def _remember(self, put: Put) -> None:
-        """Keep the latest cache update a key still needs (caller holds the pending lock)."""
-        if len(self._pending) >= MAX_PENDING_REPAIRS and put.key not in self._pending:
-            self._pending_overflow = True
-            return
-        self._pending[put.key] = put
-
-    def _cache_failed(self) -> None:
-        self._cache_errors.inc()
-        self._fallbacks.inc()
-        self._breaker.record_failure()
-
-    def _recovered(self) -> None:
-        """The cache answers again after failing: distrust what it stored before now."""
-        self._distrust_before = self._wall_clock()
-        self._repair_now()
-
-    # ------------------------------------------------------------------ repairs
-
-    def _repair_now(self) -> bool:
-        """Replay pending cache updates; True when nothing is pending any more."""
-        if not self._pending and not self._pending_overflow:
-            return True
-        if not self._breaker.allow():
-            return False
-        with self._pending_lock:
-            batch = dict(self._pending)
-            overflow = self._pending_overflow
-        try:
-            if overflow:
-                self._cache.delete_prefix("")
-            if batch:
-                writes = [p for p in batch.values() if p.entry.kind is not Kind.QUARANTINE]
-                marks = [p.key for p in batch.values() if p.entry.kind is Kind.QUARANTINE]
-                if marks:
-                    self._cache.quarantine_many(marks, self._quarantine_ttl_s)
-                if writes:
-                    self._cache.write_many(writes)
-        except Exception:
-            self._cache_failed()
-            return False
-        with self._pending_lock:
-            for key, put in batch.items():
-                if self._pending.get(key) is put:
-                    del self._pending[key]
-            if overflow:
-                self._pending_overflow = False
-            done = not self._pending
-        self._repairs.inc()
-        if self._breaker.record_success():
-            self._distrust_before = self._wall_clock()
-        return done
-
-    def _start_repairer(self) -> None:
-        if self._repairer is not None and self._repairer.is_alive():
-            return
-        with self._pending_lock:
-            if self._repairer is not None and self._repairer.is_alive():
-                return
-            self._repairer = threading.Thread(
-                target=self._repair_loop, name="gateway-cache-repair", daemon=True
-            )
-            self._repairer.start()
-
-    def _repair_loop(self) -> None:
-        while not self._closing.wait(REPAIR_INTERVAL_S):
-            if self._repair_now():
-                return
 
     # ------------------------------------------------------------------ helpers
 
@@ -776,16 +733,3 @@ def _cost_per_op(
 
 def _same(document: Document) -> Document:
     return document
-
-
-def _quarantined(entry: Entry | Miss) -> bool:
-    return entry is not MISS and entry.kind is Kind.QUARANTINE
-
-
-def _validate_ids(doc_ids: Iterable[str]) -> list[str]:
-    if isinstance(doc_ids, (str, bytes)) or not isinstance(doc_ids, Iterable):
-        raise ValidationError(
-            f"Expected an iterable of document ids, got {type(doc_ids).__name__}: "
-            "pass e.g. ['id1', 'id2']."
-        )
-    return list(dict.fromkeys(validate_id(doc_id) for doc_id in doc_ids))

@@ -74,7 +74,11 @@ _CACHE_COUNTERS = (
     ("cache_errors", "gateway_cache_errors", "Cache calls that failed (served from DynamoDB)."),
     ("fallbacks", "gateway_cache_fallbacks", "Reads and writes that bypassed the cache tier."),
     ("evictions", "gateway_cache_evictions", "Entries the cache evicted to stay in its bounds."),
-    ("repairs", "gateway_cache_repairs", "Replays of cache updates after the cache recovered."),
+    (
+        "repairs",
+        "gateway_cache_repairs",
+        "Replayed invalidations of writes made while the cache was unreachable.",
+    ),
     ("fills_skipped", "gateway_cache_fills_skipped", "Loads that did not fill the cache."),
     (
         "single_flight_waits",
@@ -181,7 +185,7 @@ class PrometheusExporter:
                 yield core.CounterMetricFamily(name, documentation, value=stats[key])
         yield core.GaugeMetricFamily(
             "gateway_cache_pending_repairs",
-            "Cache updates waiting for the cache to come back.",
+            "Keys waiting for a replayed invalidation (written while the cache was unreachable).",
             value=stats.get("pending_repairs", 0),
         )
         cache = stats.get("cache") or {}

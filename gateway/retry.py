@@ -14,6 +14,11 @@ The pieces, after botocore's standard retry mode (``botocore/retries/standard.py
 * `RetryState` -- one operation's attempts, for callers that loop on partial results
   (``UnprocessedKeys`` / ``UnprocessedItems``).
 
+`may_have_been_applied` says which failures leave open whether a write took effect (its answer
+was lost), for the writes that must recognise their own effect when retried (see
+``DynamoDBService.save``). The throttling codes are `gateway.aws_errors.THROTTLE_CODES`, shared
+with the error translation.
+
 Time, randomness and sleep are injected, so tests run on a fake clock with exact waits.
 """
 
@@ -28,9 +33,16 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
 import botocore.config
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    ProxyConnectionError,
+)
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from gateway.aws_errors import THROTTLE_CODES, error_code
 from gateway.errors import ServiceUnavailableError, ThrottledError
 
 logger = logging.getLogger(__name__)
@@ -54,33 +66,6 @@ _MAX_EXPONENT = 62
 # --------------------------------------------------------------------------------------------
 # Classification
 # --------------------------------------------------------------------------------------------
-
-#: Error codes that mean "slow down". Retried with backoff; giving up raises `ThrottledError`.
-THROTTLE_CODES: frozenset[str] = frozenset(
-    {
-        # DynamoDB's own three: a table or index over its provisioned (or on-demand maximum)
-        # throughput; the request rate of the control plane (CreateTable, DescribeTable, ...)
-        # and, since 2024, of on-demand tables; the account's per-region throughput quota.
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        # DynamoDB: too many concurrent control-plane operations (e.g. more than 500 tables
-        # CREATING at once). Rare for the gateway, which creates tables on first use, but
-        # backing off is the right answer; botocore classes it as throttling too.
-        "LimitExceededException",
-        # Generic AWS spellings, which DynamoDB-compatible endpoints (and DAX's HTTP front)
-        # may use; taken from botocore's ``ThrottledRetryableChecker``.
-        "Throttling",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        # Deliberately NOT here, although botocore lists it: TransactionInProgressException.
-        # DynamoDB raises it only for a TransactWriteItems that reuses a ClientRequestToken
-        # still in flight, which the gateway never sends; a caller that does wants to see it,
-        # and "switch to on-demand" would be the wrong advice.
-    }
-)
 
 #: Error codes of transient service-side failures. Retried; giving up raises
 #: `ServiceUnavailableError`.
@@ -117,14 +102,6 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (BotocoreConnectionError, HTTP
 Kind = Literal["throttle", "transient"]
 
 
-def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a botocore ``ClientError`` (``response["Error"]["Code"]``) or None."""
-    if not isinstance(exc, ClientError):
-        return None
-    code = exc.response.get("Error", {}).get("Code")
-    return str(code) if code else None
-
-
 def _status_code(exc: BaseException) -> int | None:
     if not isinstance(exc, ClientError):
         return None
@@ -159,6 +136,49 @@ def is_timeout(exc: BaseException) -> bool:
     may have held a connection for the whole timeout, and a dead endpoint fails every call.
     """
     return isinstance(exc, _CONNECTION_ERRORS)
+
+
+#: Error codes of answers that do not say whether the request was applied: the service failed
+#: (or timed out) while handling it, possibly after the write took effect.
+AMBIGUOUS_CODES: frozenset[str] = frozenset(
+    {
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+# Connection failures that happen before the request is sent: it cannot have been applied.
+_NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ProxyConnectionError,
+)
+
+
+def may_have_been_applied(exc: BaseException) -> bool:
+    """True if a request that failed with `exc` may nevertheless have been applied.
+
+    That is when it was (or may have been) sent and its answer was lost: a read timeout, a
+    connection closed or reset while waiting for the answer (any HTTP-client failure), a TLS
+    error, an HTTP 5xx answer or an `AMBIGUOUS_CODES` code. Not when the request never left (the
+    connection was refused or timed out, the proxy failed) nor for the answers that say it was
+    refused (throttling, validation, a failed condition: any other 4xx).
+
+    A write retried after such a failure may find its own effect: `DynamoDBService` then tells
+    its own write from another writer's (see ``DynamoDBService.save``).
+    """
+    if isinstance(exc, _NOT_SENT_ERRORS):
+        return False
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    if not isinstance(exc, ClientError):
+        return False
+    status = _status_code(exc)
+    return error_code(exc) in AMBIGUOUS_CODES or (status is not None and status >= 500)
 
 
 def classify(exc: BaseException) -> Kind | None:
@@ -603,6 +623,7 @@ def botocore_config(
 
 
 __all__ = [
+    "AMBIGUOUS_CODES",
     "DEFAULT_BASE_S",
     "DEFAULT_BUDGET_CAPACITY",
     "DEFAULT_CAP_S",
@@ -624,4 +645,5 @@ __all__ = [
     "is_throttle",
     "is_timeout",
     "is_transient",
+    "may_have_been_applied",
 ]

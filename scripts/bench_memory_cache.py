@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from cachetools import LRUCache, TLRUCache
 
-from gateway.caches.base import Entry, Kind, Put
+from gateway.caches.base import Entry, Fill, Kind
 from gateway.caches.memory import MemoryCache
 
 TTL_S = 3600.0
@@ -80,7 +80,13 @@ def main() -> None:
     for key, entry in zip(keys, entries, strict=True):
         bare[key] = entry
         tlru[key] = entry
-    memory.fill_many([Put(key, entry, TTL_S) for key, entry in zip(keys, entries, strict=True)])
+    memory.fill_many(
+        [
+            Fill(key, entry, TTL_S, memory.read_token(key, memory.get(key)))
+            for key, entry in zip(keys, entries, strict=True)
+        ]
+    )
+    assert all(memory.get(key) is entry for key, entry in zip(keys, entries, strict=True))
 
     rng = random.Random(7)
     sample = rng.sample(keys, args.batch)

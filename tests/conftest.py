@@ -28,6 +28,7 @@ from tests.servers import (  # noqa: E402
     TEST_REGION,
     FaultProxy,
     RedisServer,
+    TcpRelay,
     raw_dynamodb_client,
 )
 
@@ -113,3 +114,15 @@ def dynamodb_client(moto_server: EmbeddedDynamoDB) -> Iterator[Callable[..., Any
     yield make
     for client in clients:
         client.close()
+
+
+
+@pytest.fixture
+def redis_relay(redis_url: str, redis_server: RedisServer) -> Iterator[TcpRelay]:
+    """A fresh `TcpRelay` in front of the session Redis (flushed), closed after the test.
+
+    Clients use ``redis_relay.url``; `TcpRelay.blackhole`, `drop_replies`, `refuse` and
+    `reset_all` fault the wire, `heal` ends the fault.
+    """
+    with TcpRelay(redis_server.host, redis_server.port) as relay:
+        yield relay

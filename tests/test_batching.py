@@ -19,6 +19,7 @@ import pytest
 from gateway import ConflictError, DynamoDBService, GatewayError, Settings, ThrottledError
 from gateway.batching import (
     CoalescerStats,
+    KeyLocks,
     ReadCoalescer,
     Write,
     WriteCoalescer,
@@ -455,6 +456,74 @@ def test_write_coalescer_rejects_bad_parameters() -> None:
         WriteCoalescer(RecordingWriter(), max_batch=26)
     with pytest.raises(ValueError, match="max_batch_bytes"):
         WriteCoalescer(RecordingWriter(), max_batch_bytes=0)
+
+
+# --------------------------------------------------------------------------------------------
+# KeyLocks
+# --------------------------------------------------------------------------------------------
+
+
+def test_key_locks_exclude_holders_of_the_same_key() -> None:
+    locks = KeyLocks()
+    waiting = threading.Event()
+    locks.on_wait = lambda key: waiting.set()
+    order: list[str] = []
+
+    def second() -> None:
+        with locks.hold(["a"]):
+            order.append("second")
+
+    with locks.hold(["a"]):
+        thread, outcome = start(second)
+        assert waiting.wait(HANG_GUARD_S)  # the second holder waits for "a"
+        order.append("first")
+    join_all([thread])
+    assert outcome.error is None
+    assert order == ["first", "second"]
+    assert locks.waits == 1
+    assert len(locks) == 0
+
+
+def test_key_locks_do_not_serialise_distinct_keys() -> None:
+    locks = KeyLocks()
+    locks.on_wait = lambda key: pytest.fail(f"waited for {key!r}")
+    with locks.hold([("t", "a")]):
+        with_b, outcome = start(lambda: _hold_and_count(locks, [("t", "b"), ("u", "a")]))
+        join_all([with_b])  # finished while ("t", "a") is held
+        assert outcome.error is None and outcome.value == 3  # its two keys and ("t", "a")
+    assert locks.waits == 0
+    assert len(locks) == 0  # nothing kept for keys nobody uses
+
+
+def _hold_and_count(locks: KeyLocks, keys: list[Any]) -> int:
+    with locks.hold(keys):
+        return len(locks)
+
+
+def test_key_locks_take_keys_in_sorted_order_so_overlapping_holders_never_deadlock() -> None:
+    locks = KeyLocks()
+    counter = itertools.count()
+    holders = [
+        lambda keys=keys: [
+            _hold_and_count(locks, keys) for _ in range(200) if next(counter) is not None
+        ]
+        for keys in (["a", "b", "c"], ["c", "b", "a"], ["b", "c", "a"], ["c", "a"])
+    ]
+    outcomes = run_concurrently(holders)
+    assert all(outcome.error is None for outcome in outcomes)
+    assert next(counter) == 800
+    assert len(locks) == 0
+
+
+def test_key_locks_refuse_a_reentry_instead_of_deadlocking() -> None:
+    locks = KeyLocks()
+    with locks.hold(["a", "a"]):  # duplicates are merged
+        with pytest.raises(RuntimeError, match="already holds"), locks.hold(["b", "a"]):
+            pass
+        assert len(locks) == 1  # "b" was given back
+    with locks.hold(["a"]):
+        pass
+    assert len(locks) == 0
 
 
 # --------------------------------------------------------------------------------------------

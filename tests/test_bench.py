@@ -4,6 +4,8 @@ runner, report) with exact figures.
 The two end-to-end runs (one in-process, one in a subprocess with a clean environment) measure
 one second per backend on 200 keys: they check the shape of the JSON and the direction of the
 results (a cache hits, and calls DynamoDB less often than the bare service), never absolute speed.
+The peers (``naive``, ``dogpile``) run end to end too; the stale-read checker is tested on logs
+written by hand and on a fake service that answers one revision behind.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,14 +34,19 @@ from gateway.bench.cost import (
 )
 from gateway.bench.latency import LatencyInjector, service_clients
 from gateway.bench.meter import RequestMeter
+from gateway.bench.peers import DogpileCache, NaiveCache
 from gateway.bench.report import build_rows, format_ratio, table
 from gateway.bench.runner import BackendRun, RunConfig, percentile, run_backend
+from gateway.bench.stale import StaleLog, check
 from gateway.cli import main
 from gateway.config import Settings
 from gateway.dynamodb import DynamoDBService
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.workload import WorkloadSpec, key_name
 from tests.servers import raw_dynamodb_client
+
+# dogpile.cache 1.5 calls redis-py's SETEX, which redis-py 6+ marks deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TIMEOUT_S = 120
@@ -56,7 +63,13 @@ ROW_FIELDS = {
     "dollars_per_million_ops",
     "vs_bare",
     "errors",
+    "stale_reads",
+    "checked_reads",
+    "peer",
+    "vs_peer",
 }
+DEFAULT_BACKENDS = ["bare", "naive", "dogpile", "memory", "redis", "tiered"]
+PEERS = {"memory": "naive", "tiered": "naive", "redis": "dogpile"}
 
 
 def check_report(document: dict[str, Any], backends: list[str]) -> None:
@@ -77,6 +90,21 @@ def check_report(document: dict[str, Any], backends: list[str]) -> None:
             # 95 % reads: most are answered by the cache, so far fewer DynamoDB calls per op.
             assert row["db_calls_per_1000_ops"] < bare["db_calls_per_1000_ops"], name
             assert row["dollars_per_million_ops"] < bare["dollars_per_million_ops"], name
+        # Every backend's reads are judged (the preload's revisions are the first baseline).
+        assert 0 < row["checked_reads"] <= row["reads"], name
+        assert isinstance(row["stale_reads"], int) and row["stale_reads"] >= 0
+        if name not in ("naive", "dogpile"):
+            # The peers' delete-on-write races may serve stale copies; the bare service and
+            # the gateway never answer older than a write they acknowledged (CONTRACT.md).
+            assert row["stale_reads"] == 0, name
+        peer = PEERS.get(name)
+        if peer in rows:
+            assert row["peer"] == peer
+            assert row["vs_peer"]["ops_per_s"] == pytest.approx(
+                row["ops_per_s"] / rows[peer]["ops_per_s"], rel=1e-3
+            )
+        else:
+            assert row["peer"] is None and row["vs_peer"] is None
 
 
 def test_bench_completes_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,9 +115,33 @@ def test_bench_completes_on_the_embedded_default(capsys: pytest.CaptureFixture[s
     document = json.loads(out)  # stdout is the JSON alone: notes and progress go to stderr
     assert document["target"].startswith("embedded emulator")
     assert document["workload"]["keys"] == 200 and document["workload"]["threads"] == 2
-    check_report(document, ["bare", "memory", "redis", "tiered"])
+    check_report(document, DEFAULT_BACKENDS)
+    assert document["workload"]["backends"] == DEFAULT_BACKENDS
     if shutil.which("redis-server"):
         assert not document["skipped"]
+
+
+def test_bench_runs_the_peers_end_to_end(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([*SHORT_RUN, "--backends", "bare,naive,dogpile", "--redis-url", redis_url])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Traceback" not in err
+    document = json.loads(out)
+    assert not document["skipped"]
+    check_report(document, ["bare", "naive", "dogpile"])
+
+
+def test_dogpile_is_skipped_without_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*SHORT_RUN, "--backends", "bare,dogpile", "--redis-url", "redis://127.0.0.1:1/0"]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    document = json.loads(out)
+    assert "did not answer PING" in document["skipped"]["dogpile"]
+    assert "skipping dogpile" in err
+    assert [row["backend"] for row in document["results"]] == ["bare"]
 
 
 def test_bench_subprocess_with_a_clean_environment() -> None:
@@ -193,6 +245,7 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         ["--latency-ms", "-1"],
         ["--read-ratio", "1.5"],
         ["--backends", "bare,dax"],
+        ["--backends", "bare,cachetools"],
         ["--chart", "out.svg"],
     ],
 )
@@ -467,3 +520,176 @@ def test_chart_is_written(tmp_path: Path) -> None:
     ]
     path = write_chart(runs, tmp_path / "bench.png", "a title")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_rows_compare_gateway_backends_with_their_peer() -> None:
+    bare = _run("bare", [4000.0] * 100, {"GetItem": 90, "PutItem": 10})
+    naive = _run("naive", [10.0] * 400, {"PutItem": 10}, hits=390, misses=0)
+    memory = _run("memory", [5.0] * 800, {"PutItem": 10}, hits=790, misses=0)
+    redis_row = _run("redis", [500.0] * 200, {"PutItem": 10}, hits=190, misses=0)
+    naive.stale_reads, naive.checked_reads = 3, 390
+    rows = build_rows([bare, naive, memory, redis_row], item_bytes=1000, consistent=True)
+    by_name = {row.backend: row for row in rows}
+    assert by_name["memory"].peer == "naive"
+    assert by_name["memory"].vs_peer is not None
+    assert by_name["memory"].vs_peer["ops_per_s"] == 2.0
+    assert by_name["naive"].stale_reads == 3 and by_name["naive"].checked_reads == 390
+    # No dogpile run: redis has no peer to be compared with; bare and the peers have none.
+    assert by_name["redis"].peer is None and by_name["redis"].vs_peer is None
+    assert by_name["bare"].vs_peer is None and by_name["naive"].vs_peer is None
+    rendered = table(rows, "title")
+    assert [column.header for column in rendered.columns][:3] == ["backend", "ops/s", "vs\npeer"]
+    assert rendered.columns[-1].header == "stale\nreads"
+    assert table(rows[:2], "title").columns[2].header == "p50 µs"  # no peer ran: no column
+
+
+# -- stale reads ------------------------------------------------------------------------------
+
+
+def rev(generation: int) -> str:
+    return f"{generation:016d}-{'0' * 32}"
+
+
+def test_stale_check_on_hand_written_logs() -> None:
+    a, b = StaleLog(), StaleLog()
+    a.write(1, 100, {"rev": rev(7)})
+    b.write(1, 90, {"rev": rev(5)})
+    b.write(1, 200, {"rev": rev(6)})  # returned after generation 7 did: the newest stays 7
+    a.read(1, 80, {"_rev": rev(4)})  # before any write of key 1 returned: not judged
+    a.read(1, 95, {"_rev": rev(5)})  # after 5 returned, before 7 did: fresh
+    a.read(1, 100, {"_rev": rev(5)})  # started as 7 returned, not after: fresh
+    a.read(1, 101, {"_rev": rev(6)})  # after 7 returned: stale
+    b.read(1, 300, {"_rev": rev(7)})  # fresh
+    b.read(1, 300, None)  # the document was saved and never deleted: stale
+    b.read(2, 10, None)  # key 2: nothing acknowledged, not judged
+    b.read(3, 10, {"_rev": rev(1)})  # older than the baseline's generation 2: stale
+    b.read(3, 10, {"_rev": rev(2)})  # fresh
+    b.read(3, 10, {"_rev": "not-ours"})  # not judged
+    b.read(3, 10, {"_id": "no revision"})  # a document without _rev: not judged, not absent
+    result = check([a, b], baseline={3: 2, 4: 9})
+    assert result.stale == 3
+    assert result.checked == 7
+    assert result.unparsable == 2
+    assert result.acknowledged == {1: 7, 3: 2, 4: 9}
+
+
+class Versioned:
+    """A fake `DatabaseService` keeping every revision of a key; ``get`` answers ``lag``
+    revisions behind the newest (0: correct; 1: the revision before the last save returned)."""
+
+    def __init__(self, lag: int) -> None:
+        self.lag = lag
+        self.lock = threading.Lock()
+        self.history: defaultdict[str, list[str]] = defaultdict(list)
+        self.generation = 0
+
+    def _next_rev(self) -> str:
+        self.generation += 1
+        return rev(self.generation)
+
+    def get(self, db_name: str, doc_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            history = self.history[doc_id]
+            if not history:
+                return None
+            return {"_id": doc_id, "_rev": history[max(0, len(history) - 1 - self.lag)]}
+
+    def get_many(self, db_name: str, doc_ids: list[str]) -> dict[str, Any]:
+        return {doc_id: self.get(db_name, doc_id) for doc_id in doc_ids}
+
+    def save(
+        self, db_name: str, doc_id: str, doc: dict[str, Any], *, if_rev: Any = None
+    ) -> dict[str, str]:
+        with self.lock:
+            new = self._next_rev()
+            self.history[doc_id].append(new)
+        return {"id": doc_id, "rev": new}
+
+    def stats(self) -> dict[str, Any]:
+        return {"hits": 0, "misses": 0, "db_calls": {}}
+
+
+@pytest.mark.parametrize(("lag", "stale"), [(0, False), (1, True)])
+def test_runner_counts_stale_reads(lag: int, stale: bool) -> None:
+    spec = WorkloadSpec(keys=20, read_ratio=0.8)
+    service = Versioned(lag)
+    preloaded = {key_name(i): service.save(spec.collection, key_name(i), {})["rev"] for i in [0]}
+    baseline = {doc_id: int(r.partition("-")[0]) for doc_id, r in preloaded.items()}
+    config = RunConfig(threads=3, duration_s=0.3, warmup_s=0.05)
+    run = run_backend("versioned", service, spec, config, has_cache=False, acknowledged=baseline)
+    assert run.errors == 0 and run.writes > 0
+    assert 0 < run.checked_reads <= run.reads
+    if stale:
+        assert run.stale_reads > 0
+    else:
+        assert run.stale_reads == 0
+    # Every save returned is in the hand-over to the next backend, as its highest generation.
+    newest = {doc_id: int(h[-1].partition("-")[0]) for doc_id, h in service.history.items()}
+    assert run.acknowledged == newest
+
+
+# -- the peers --------------------------------------------------------------------------------
+
+
+def test_naive_cache_reads_through_and_deletes_on_write(
+    moto_server: EmbeddedDynamoDB, table_prefix: str
+) -> None:
+    db = DynamoDBService(endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix)
+    with NaiveCache(db, ttl_s=60, max_items=10) as naive:
+        saved = naive.save("docs", "a", {"n": 1})
+        assert naive.get("docs", "a") == {"_id": "a", "_rev": saved["rev"], "n": 1}  # miss
+        assert naive.get("docs", "a")["_rev"] == saved["rev"]  # hit
+        assert naive.get("docs", "nope") is None  # miss, not cached
+        assert naive.get("docs", "nope") is None  # miss again: no negative caching
+        newer = naive.save("docs", "a", {"n": 2})
+        assert naive.get("docs", "a")["_rev"] == newer["rev"]  # the save dropped the copy
+        assert naive.get_many("docs", ["a", "b", "a"]) == {"a": naive.get("docs", "a"), "b": None}
+        assert naive.delete("docs", "a") is True
+        assert naive.get("docs", "a") is None
+        stats = naive.stats()
+    assert stats["hits"] == 3 and stats["misses"] == 6
+    assert stats["hit_ratio"] == pytest.approx(1 / 3)
+    assert stats["db_calls"]  # the bare service's DynamoDB calls
+
+
+def test_naive_cache_serves_stale_after_a_racing_write() -> None:
+    """The race every read-through, delete-on-write cache has, which the bench counts."""
+    loaded, release = threading.Event(), threading.Event()
+
+    class SlowRead(Versioned):
+        def get(self, db_name: str, doc_id: str) -> dict[str, Any] | None:
+            doc = super().get(db_name, doc_id)
+            loaded.set()
+            release.wait(5)
+            return doc
+
+    db = SlowRead(lag=0)
+    db.save("docs", "k", {})
+    old = Versioned.get(db, "docs", "k")
+    naive = NaiveCache(db, ttl_s=60, max_items=10)
+    reader = threading.Thread(target=naive.get, args=("docs", "k"))
+    reader.start()
+    assert loaded.wait(5)  # the reader missed and read the old revision from the database
+    newer = naive.save("docs", "k", {})  # the writer saves and deletes the (absent) copy
+    release.set()  # the reader now stores the old revision it read
+    reader.join(5)
+    assert naive.get("docs", "k") == old != {"_id": "k", "_rev": newer["rev"]}
+
+
+def test_dogpile_cache_reads_through_and_invalidates_on_write(
+    moto_server: EmbeddedDynamoDB, table_prefix: str, redis_url: str
+) -> None:
+    db = DynamoDBService(endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix)
+    with DogpileCache(db, redis_url=redis_url, key_prefix="bench-test:", ttl_s=60) as dogpile:
+        saved = dogpile.save("docs", "a", {"n": 1})
+        assert dogpile.get("docs", "a") == {"_id": "a", "_rev": saved["rev"], "n": 1}  # miss
+        assert dogpile.get("docs", "a")["_rev"] == saved["rev"]  # hit
+        newer = dogpile.save("docs", "a", {"n": 2})
+        assert dogpile.get("docs", "a")["_rev"] == newer["rev"]  # miss: the save deleted it
+        found = dogpile.get_many("docs", ["a", "b", "a"])
+        assert found == {"a": dogpile.get("docs", "a"), "b": None}  # a: hit, b: miss
+        assert dogpile.get("docs", "b") is None  # dogpile caches the None: a hit
+        stats = dogpile.stats()
+        keys = dogpile._region.backend.writer_client.keys("bench-test:*")
+    assert stats["hits"] == 4 and stats["misses"] == 3
+    assert sorted(keys) == [b"bench-test:docs:a", b"bench-test:docs:b"]

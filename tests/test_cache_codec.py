@@ -7,6 +7,7 @@ import math
 import pickle
 import re
 from collections import OrderedDict
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,14 @@ GEN = 1_732_500_000_000_000
 REV = f"{GEN}-{'a' * 32}"
 STORED_AT = 1_732_500_000.123456
 
-#: Python's reading of the header, as the Lua pattern reads it (kind, generation, rev length).
-HEADER_RE = re.compile(rb"\Av(\d+)\|(\d)\|(-?\d+)\|([^|]*)\|(\d*)\|")
+#: Python's reading of the header: format version, the record's ver and uver, intents, kind,
+#: generation, stored_at, rev length (the Redis scripts read the record's fields with
+#: ``RECORD_LUA_PATTERN``).
+HEADER_RE = re.compile(
+    rb"\Av(\d+)\|(\d+)\|(\d+)\|([^|]*)\|(\d)\|(-?\d+)\|([^|]*)\|(\d*)\|"
+)
+#: A version-2 header up to the kind: versions 0, no intents.
+V2 = b"v2|0|0||"
 
 
 def typed(value: Any) -> Any:
@@ -61,6 +68,7 @@ def assert_round_trips(entry: Entry) -> None:
     assert type(back.generation) is int and back.generation == entry.generation
     assert type(back.rev) is type(entry.rev) and back.rev == entry.rev
     assert type(back.stored_at) is float and back.stored_at.hex() == float(entry.stored_at).hex()
+    assert type(back.ver) is int and back.ver == entry.ver
     assert typed(back.document) == typed(entry.document)
 
 
@@ -93,12 +101,13 @@ def test_documents_as_stored_round_trip(document: dict[str, Any]) -> None:
     generation=st.integers(min_value=-(10**30), max_value=10**30),
     rev=st.none() | st.text(max_size=40),
     stored_at=st.floats(allow_nan=False, allow_infinity=False),
+    ver=st.integers(min_value=0, max_value=2**64),
 )
 def test_header_fields_round_trip(
-    kind: Kind, generation: int, rev: str | None, stored_at: float
+    kind: Kind, generation: int, rev: str | None, stored_at: float, ver: int
 ) -> None:
-    assert_round_trips(Entry(kind, generation, rev, None, stored_at))
-    assert_round_trips(Entry(kind, generation, rev, {"a": Decimal("1")}, stored_at))
+    assert_round_trips(Entry(kind, generation, rev, None, stored_at, ver))
+    assert_round_trips(Entry(kind, generation, rev, {"a": Decimal("1")}, stored_at, ver))
 
 
 @pytest.mark.parametrize(
@@ -209,11 +218,13 @@ def test_kinds_and_int_kind() -> None:
 
 
 def test_header_is_readable_without_the_body() -> None:
-    data = encode_entry(doc_entry({"a": Decimal("1")}))
+    data = encode_entry(replace(doc_entry({"a": Decimal("1")}), ver=1_795_000_000_123_456))
     match = HEADER_RE.match(data)
     assert match is not None
-    version, kind, generation, stored_at, rev_length = match.groups()
-    assert int(version) == MAX_VERSION == 1
+    version, ver, uver, intents, kind, generation, stored_at, rev_length = match.groups()
+    assert int(version) == MAX_VERSION == 2
+    assert int(ver) == 1_795_000_000_123_456
+    assert (uver, intents) == (b"0", b"")  # only the Redis scripts write uver and intents
     assert int(kind) == Kind.DOCUMENT
     assert int(generation) == GEN
     assert float(stored_at) == STORED_AT
@@ -224,11 +235,11 @@ def test_header_is_readable_without_the_body() -> None:
 @settings(max_examples=200, deadline=None)
 @given(generation=st.integers(-(10**20), 10**20), rev=st.none() | st.text(max_size=20))
 def test_header_matches_the_documented_pattern(generation: int, rev: str | None) -> None:
-    data = encode_entry(Entry(Kind.QUARANTINE, generation, rev, None, 1.0))
+    data = encode_entry(Entry(Kind.FLOOR, generation, rev, None, 1.0))
     match = HEADER_RE.match(data)
     assert match is not None
-    assert int(match.group(3)) == generation
-    rev_length = match.group(5)
+    assert int(match.group(6)) == generation
+    rev_length = match.group(8)
     if rev is None:
         assert rev_length == b""
         assert data[match.end() :] == b"|_"
@@ -270,40 +281,51 @@ def test_every_truncation_is_refused(length: int) -> None:
     [
         b"",
         b"garbage",
-        b"v1",
-        b"v1|1|5|1.0||",
-        b"v2|1|5|1.0|||_",
-        b"v0|1|5|1.0|||_",
-        b"V1|1|5|1.0|||_",
-        b"x1|1|5|1.0|||_",
-        b"v1|4|5|1.0|||_",
-        b"v1|0|5|1.0|||_",
-        b"v1|11|5|1.0|||_",
-        b"v1|1||1.0|||_",
-        b"v1|1|5a|1.0|||_",
-        b"v1|1| 5|1.0|||_",
-        b"v1|1|+5|1.0|||_",
-        b"v1|1|1_0|1.0|||_",
-        b"v1|1|5||||_",
-        b"v1|1|5|x|||_",
-        b"v1|1|5|1.0|x||_",
-        b"v1|1|5|1.0|3|ab|_",
-        b"v1|1|5|1.0|1|ab|_",
-        b"v1|1|5|1.0|0|_",
-        b"v1|1|5|1.0|||",
-        b"v1|1|5|1.0|||X{}",
-        b"v1|1|5|1.0|||D",
-        b"v1|1|5|1.0|||D{}x",
-        b"v1|1|5|1.0|||D{} ",
-        b"v1|1|5|1.0|||D{'a':1}",
-        b"v1|1|5|1.0|||DNaN",
-        b"v1|1|5|1.0|||NInfinity",
-        b"v1|1|5|1.0|||D[-Infinity]",
-        b"v1|1|5|1.0|||_x",
-        b"v1|1|5|1.0|||\xff",
-        b"v1|1|5|1.0|2|\xc3|_",
-        b'v1|1|5|1.0|||D"\xff"',
-        b"v1|1|5|1.0|||D" + b"[" * 100_000 + b"]" * 100_000,
+        b"v2",
+        b"v2|0|",
+        b"v2|0|0|",
+        b"v2|0|0||1|5|1.0||",
+        b"v1|1|5|1.0|||_",  # the previous version
+        b"v3|0||1|5|1.0|||_",
+        b"v0|0||1|5|1.0|||_",
+        b"V2|0||1|5|1.0|||_",
+        b"x2|0||1|5|1.0|||_",
+        b"v2||0|a1:5:u|1|5|1.0|||_",  # no record version
+        b"v2|-1|0||1|5|1.0|||_",
+        b"v2|x|0||1|5|1.0|||_",
+        b"v2| 1|0||1|5|1.0|||_",
+        b"v2|0|x||1|5|1.0|||_",  # a uver the Redis scripts could not read either
+        b"v2|0|||1|5|1.0|||_",
+        b"v2|0||1|5|1.0|||_",  # no uver field
+        b"v2|1|5|1.0|||_",  # the v1 layout under a v2 tag
+        b"v2|0|0||4|5|1.0|||_",
+        b"v2|0|0||0|5|1.0|||_",
+        b"v2|0|0||11|5|1.0|||_",
+        b"v2|0|0||1||1.0|||_",
+        b"v2|0|0||1|5a|1.0|||_",
+        b"v2|0|0||1| 5|1.0|||_",
+        b"v2|0|0||1|+5|1.0|||_",
+        b"v2|0|0||1|1_0|1.0|||_",
+        b"v2|0|0||1|5||||_",
+        b"v2|0|0||1|5|x|||_",
+        b"v2|0|0||1|5|1.0|x||_",
+        b"v2|0|0||1|5|1.0|3|ab|_",
+        b"v2|0|0||1|5|1.0|1|ab|_",
+        b"v2|0|0||1|5|1.0|0|_",
+        b"v2|0|0||1|5|1.0|||",
+        b"v2|0|0||1|5|1.0|||X{}",
+        b"v2|0|0||1|5|1.0|||D",
+        b"v2|0|0||1|5|1.0|||D{}x",
+        b"v2|0|0||1|5|1.0|||D{} ",
+        b"v2|0|0||1|5|1.0|||D{'a':1}",
+        b"v2|0|0||1|5|1.0|||DNaN",
+        b"v2|0|0||1|5|1.0|||NInfinity",
+        b"v2|0|0||1|5|1.0|||D[-Infinity]",
+        b"v2|0|0||1|5|1.0|||_x",
+        b"v2|0|0||1|5|1.0|||\xff",
+        b"v2|0|0||1|5|1.0|2|\xc3|_",
+        b'v2|0|0||1|5|1.0|||D"\xff"',
+        b"v2|0|0||1|5|1.0|||D" + b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 def test_malformed_bytes_are_refused(data: bytes) -> None:
@@ -342,12 +364,38 @@ def test_malformed_bytes_are_refused(data: bytes) -> None:
 )
 def test_malformed_patches_are_refused(body: bytes) -> None:
     with pytest.raises(CacheCodecError):
-        decode_entry(b"v1|1|5|1.0|||" + body)
+        decode_entry(V2 + b"1|5|1.0|||" + body)
 
 
-def test_newer_version_names_the_versions() -> None:
-    with pytest.raises(CacheCodecError, match=r"version 7.*up to version 1"):
-        decode_entry(b"v7|1|5|1.0|||_")
+def test_another_format_version_is_refused_naming_both() -> None:
+    with pytest.raises(CacheCodecError, match=r"version 7; this gateway reads version 2"):
+        decode_entry(b"v7|0|0||1|5|1.0|||_")
+    # Version 1 had no record version and no intents: refused, never misread.
+    with pytest.raises(CacheCodecError, match=r"version 1; this gateway reads version 2"):
+        decode_entry(b"v1|1|5|1.0|||_")
+    with pytest.raises(CacheCodecError, match=r"version 1;.*own cache.redis_key_prefix"):
+        decode_entry(b"v1|2|0|1.0|||_")
+
+
+@pytest.mark.parametrize(
+    ("ver", "uver", "intents"),
+    [
+        (0, 0, b""),
+        (7, 7, b"a1:1000:u"),
+        (1_795_000_000_123_456, 12, b"a1:1000:o,ffff:99999999999999:u"),
+    ],
+)
+def test_decoding_reads_ver_and_skips_uver_and_intents(
+    ver: int, uver: int, intents: bytes
+) -> None:
+    data = b"v2|%d|%d|%s|1|5|1.0|1|r|D{}" % (ver, uver, intents)
+    assert decode_entry(data) == Entry(Kind.DOCUMENT, 5, "r", {}, 1.0, ver)
+
+
+@pytest.mark.parametrize("ver", [-1, True, 1.5, "3", None])
+def test_a_bad_record_version_is_not_encoded(ver: Any) -> None:
+    with pytest.raises(CacheCodecError, match="ver"):
+        encode_entry(Entry(Kind.DOCUMENT, 1, ver=ver))
 
 
 class _Payload:
@@ -373,9 +421,9 @@ def test_pickle_is_never_unpickled(protocol: int) -> None:
     for data in (
         payload,
         pickle.dumps({"a": 1}, protocol=protocol),
-        b"v1|1|5|1.0|||" + payload,
-        b"v1|1|5|1.0|||D" + payload,
-        b"v1|1|5|1.0|||d" + b"%d|" % len(payload) + payload + b"{}",
+        V2 + b"1|5|1.0|||" + payload,
+        V2 + b"1|5|1.0|||D" + payload,
+        V2 + b"1|5|1.0|||d" + b"%d|" % len(payload) + payload + b"{}",
     ):
         with pytest.raises(CacheCodecError):
             decode_entry(data)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import random
-import threading
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -23,12 +22,21 @@ from hypothesis import strategies as st
 
 pytest.register_assert_rewrite("tests.cache_conformance")
 
-from gateway.caches.base import MISS, Entry, Kind, Put  # noqa: E402
-from gateway.caches.codec import encode_entry  # noqa: E402
+from gateway.caches.base import (  # noqa: E402
+    DROPPED,
+    LATE,
+    MISS,
+    NO_RECORD,
+    STORED,
+    End,
+    Entry,
+    Fill,
+    Kind,
+)
+from gateway.caches.codec import decode_entry, encode_entry  # noqa: E402
 from gateway.caches.errors import CacheUnavailable  # noqa: E402
 from gateway.caches.redis_cache import (  # noqa: E402
-    HEADER_PROBE_BYTES,
-    LUA_HEADER_FUNCTION,
+    LUA_RECORD_FUNCTIONS,
     SCAN_BATCH_KEYS,
     RedisCache,
     glob_escape,
@@ -39,20 +47,36 @@ from tests.cache_conformance import (  # noqa: E402
     LONG_TTL_S,
     CacheBackendConformance,
     absent_entry,
-    assert_quarantined,
+    answer,
     assert_same_entry,
+    begin,
     document_entry,
-    put,
+    end,
+    fill,
+    token_of,
 )
 from tests.servers import RedisServer  # noqa: E402
 
 _prefixes = itertools.count(1)
 #: Generous for a loaded CI machine; the paused-server tests only assert that calls fail.
 TEST_TIMEOUT_S = 0.2
+#: Bounded polls (for conditions, never for speed).
+WAIT_S = 10.0
+#: A record as the scripts write it: its two versions, intents, then the entry proper.
+RECORD_RE = re.compile(rb"\Av2\|(\d+)\|(\d+)\|([^|]*)\|(\d)\|")
 
 
 def fresh_prefix() -> str:
     return f"test{next(_prefixes)}:"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
 
 
 @pytest.fixture
@@ -72,150 +96,203 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
 class TestRedisCache(CacheBackendConformance):
     """The shared suite: time really passes (TTLs are short), keys get a fresh prefix."""
 
+    model_examples = 50
+
     @pytest.fixture
     def backend(self, redis_url: str) -> Iterator[RedisCache]:
-        cache = RedisCache(redis_url, key_prefix=fresh_prefix(), timeout_s=TEST_TIMEOUT_S)
+        cache = RedisCache(redis_url, key_prefix=fresh_prefix(), timeout_s=2.0)
         yield cache
         cache.close()
 
 
+def record(raw: redis.Redis, full_key: str) -> tuple[int, dict[str, int], Kind]:
+    """The version, intents (id -> deadline in ms) and kind of a record, read behind the
+    cache's back."""
+    ver, _, intents, kind = full_record(raw, full_key)
+    return ver, {intent: deadline for intent, (deadline, _) in intents.items()}, kind
+
+
+def full_record(
+    raw: redis.Redis, full_key: str
+) -> tuple[int, int, dict[str, tuple[int, bool]], Kind]:
+    """``ver``, ``uver``, intents (id -> (deadline in ms, ordered)) and kind of a record."""
+    value = raw.get(full_key)
+    assert isinstance(value, bytes), value
+    match = RECORD_RE.match(value)
+    assert match is not None, value
+    ver, uver, intents, kind = match.groups()
+    parsed = {}
+    for part in filter(None, intents.split(b",")):
+        intent, deadline, flag = part.split(b":")
+        assert flag in (b"o", b"u"), part
+        parsed[intent.decode()] = (int(deadline), flag == b"o")
+    decoded = decode_entry(value)  # the codec reads what the scripts wrote
+    assert decoded.ver == int(ver) and decoded.kind == int(kind)
+    return int(ver), int(uver), parsed, Kind(int(kind))
+
+
+def redis_now_ms(raw: redis.Redis) -> int:
+    seconds, micros = raw.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 # ------------------------------------------------------------------------------------------
-# Compare-and-set in Lua
+# Records, versions and intents in Lua
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_concurrent_instances_end_with_the_highest_generation(redis_url: str) -> None:
-    """Several instances (own pools) and threads put batches of random generations over the
-    same keys: the script must leave each key at the highest generation put for it."""
-    prefix = fresh_prefix()
-    instances = [RedisCache(redis_url, key_prefix=prefix, timeout_s=2.0) for _ in range(3)]
-    keys = [f"hot:{i}" for i in range(4)]
-    threads_n, rounds = 9, 40
-    start = threading.Barrier(threads_n)
-    highest: dict[str, int] = {}
-    lock = threading.Lock()
-    errors: list[BaseException] = []
+def test_records_carry_versions_and_intents(cache: RedisCache, raw: redis.Redis) -> None:
+    key = cache.key_prefix + "k"
+    fill(cache, "k", document_entry(GEN), NO_RECORD)
+    assert record(raw, key) == (0, {}, Kind.DOCUMENT)  # a fill keeps the record's version
+    assert cache.read_token("k", cache.get("k")) == 0
 
-    def worker(seed: int) -> None:
-        rng = random.Random(seed)
-        cache = instances[seed % len(instances)]
-        start.wait()
-        try:
-            for _ in range(rounds):
-                batch = []
-                for key in rng.sample(keys, rng.randint(1, len(keys))):
-                    generation = GEN + rng.randrange(1000)
-                    batch.append(put(key, document_entry(generation, "c")))
-                    with lock:
-                        highest[key] = max(highest.get(key, 0), generation)
-                if rng.random() < 0.5:
-                    cache.fill_many(batch)
-                else:
-                    cache.write_many(batch)
-        except BaseException as error:
-            errors.append(error)
+    before = redis_now_ms(raw)
+    token = begin(cache, "k", "a1", 30.0)
+    ver, intents, kind = record(raw, key)
+    assert (ver, kind) == (token, Kind.DOCUMENT)  # the entry stays, under a new version
+    assert list(intents) == ["a1"] and before + 30_000 <= intents["a1"] <= before + 31_000
+    seen = cache.get("k")
+    assert isinstance(seen, Entry) and seen.ver == token == cache.read_token("k", seen)
 
-    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert full_record(raw, key)[1] == token  # an unordered write moves both versions
 
-    assert errors == []
-    results = instances[0].get_many(keys)
-    for key, result in zip(keys, results, strict=True):
-        assert_same_entry(result, document_entry(highest[key], "c"))
-    for instance in instances:
-        instance.close()
+    second = begin(cache, "k", "b2", 60.0, ordered=True)
+    ver, uver, intents, kind = full_record(raw, key)
+    assert second == uver == token < ver  # an ordered write's token is the unchanged uver
+    assert {intent: ordered for intent, (_, ordered) in intents.items()} == {
+        "a1": False,
+        "b2": True,
+    }
+    assert end(cache, "k", "a1", token, document_entry(GEN + 1)) == DROPPED
+    ver, intents, kind = record(raw, key)
+    assert ver > token and list(intents) == ["b2"] and kind is Kind.FLOOR
+    floor = cache.get("k")  # Redis hands out the floor: a miss whose version is the token
+    assert isinstance(floor, Entry) and floor.kind is Kind.FLOOR and answer(floor) is MISS
+    assert cache.read_token("k", floor) == ver
+    assert cache.read_token("k", MISS) == NO_RECORD
 
 
-def test_generations_beyond_double_precision_are_ordered(cache: RedisCache) -> None:
-    # 2**60 and 2**60 + 1 are the same double: a script comparing Lua numbers would see them
-    # equal. Negative and multi-length generations are ordered too.
-    for low, high in [(2**60, 2**60 + 1), (-5, 3), (-12, -5), (9, 10), (99, 100), (0, 10**30)]:
-        key = f"g:{low}:{high}"
-        cache.fill_many([put(key, document_entry(high))])
-        cache.fill_many([put(key, document_entry(low))])
-        assert_same_entry(cache.get(key), document_entry(high))
-        cache.write_many([put(key, document_entry(low))])
-        assert_same_entry(cache.get(key), document_entry(high))
-
-
-def test_ttl_is_set_in_the_same_step(cache: RedisCache, raw: redis.Redis) -> None:
-    cache.fill_many([Put("a", document_entry(GEN), 1.5)])
-    cache.write_many([Put("b", document_entry(GEN), 2.5)])
-    cache.quarantine_many(["c"], 3.5)
-    prefix = cache.key_prefix
-    assert 0 < raw.pttl(prefix + "a") <= 1500
-    assert 1500 < raw.pttl(prefix + "b") <= 2500
-    assert 2500 < raw.pttl(prefix + "c") <= 3500
-
-
-def test_quarantine_keeps_a_marker_that_outlives_the_new_one(
-    cache: RedisCache, raw: redis.Redis
+def test_versions_never_repeat_even_after_the_record_expired(
+    redis_url: str, raw: redis.Redis
 ) -> None:
-    cache.quarantine_many(["k"], 30.0)
-    cache.quarantine_many(["k"], 1.0)
-    assert raw.pttl(cache.key_prefix + "k") > 25_000
-    cache.quarantine_many(["k"], 60.0)
-    assert raw.pttl(cache.key_prefix + "k") > 55_000
-    cache.quarantine_many(["k"], 0.0)
-    assert_quarantined(cache.get("k"))
+    cache = RedisCache(redis_url, key_prefix=fresh_prefix(), floor_ttl_s=0.02)
+    tokens = [begin(cache, "k", "a1")]
+    assert end(cache, "k", "a1", tokens[0], None) == DROPPED  # a floor of 20 ms
+    tokens.append(record(raw, cache.key_prefix + "k")[0])
+    assert wait_until(lambda: raw.exists(cache.key_prefix + "k") == 0)
+    tokens.append(begin(cache, "k", "a2"))  # a new record: its version still moves up
+    assert tokens == sorted(set(tokens)), tokens
+    cache.close()
 
 
-def test_large_document_and_long_foreign_revision(cache: RedisCache) -> None:
-    # A revision longer than the script's GETRANGE probe makes it read the whole value.
-    long_rev = "x" * (HEADER_PROBE_BYTES * 2)
-    big = {"_id": "big", "blob": "é" * 200_000, "n": [Decimal(i) for i in range(1000)]}
-    entry = Entry(Kind.DOCUMENT, GEN, long_rev, big, 1.0)
-    cache.fill_many([put("big", entry)])
-    assert_same_entry(cache.get("big"), entry)
+def test_an_intent_expires_on_redis_clock(cache: RedisCache, raw: redis.Redis) -> None:
+    """A writer that never ends: 20 ms later the record (and the entry it covered) is gone."""
+    written = document_entry(GEN)
+    assert end(cache, "k", "a0", begin(cache, "k", "a0"), written) == STORED
+    stale = token_of(cache, "k")
+    token = begin(cache, "k", "a1", 0.02)
+    assert raw.pttl(cache.key_prefix + "k") <= 20
 
-    cache.fill_many([put("big", Entry(Kind.DOCUMENT, GEN, "other", {}, 1.0))])  # equal: refused
-    assert_same_entry(cache.get("big"), entry)
-    cache.write_many([put("big", Entry(Kind.DOCUMENT, GEN, long_rev, {}, 2.0))])  # same rev
-    assert_same_entry(cache.get("big"), entry)
-    cache.write_many([put("big", Entry(Kind.DOCUMENT, GEN, long_rev + "y", {}, 1.0))])
-    assert cache.get("big") is MISS  # equal generation, other revision: dropped
+    assert wait_until(lambda: raw.exists(cache.key_prefix + "k") == 0)
+
+    assert cache.get("k") is MISS
+    fill(cache, "k", written, stale)  # read before the write: refused
+    assert cache.get("k") is MISS
+    assert end(cache, "k", "a1", token, document_entry(GEN + 1)) == LATE
+    assert record(raw, cache.key_prefix + "k")[2] is Kind.FLOOR
+    assert cache.stats()["writes_late"] == 1
+
+
+def test_a_dead_intent_is_expired_by_the_next_script(cache: RedisCache, raw: redis.Redis) -> None:
+    fill(cache, "k", document_entry(GEN), NO_RECORD)
+    live = begin(cache, "k", "b2", LONG_TTL_S)  # keeps the record alive past a1's deadline
+    begin(cache, "k", "a1", 0.02)
+    assert wait_until(lambda: redis_now_ms(raw) > record(raw, cache.key_prefix + "k")[1]["a1"])
+
+    assert_same_entry(cache.get("k"), document_entry(GEN))  # reads never touch intents
+    assert end(cache, "k", "a1", 0, document_entry(GEN + 1)) == LATE  # its writer is dead...
+    _, intents, kind = record(raw, cache.key_prefix + "k")
+    assert list(intents) == ["b2"] and kind is Kind.FLOOR  # ...and what it covered is dropped
+    assert end(cache, "k", "b2", live, document_entry(GEN + 2)) == DROPPED
+
+
+def test_ttls_are_set_in_the_same_step(redis_url: str, raw: redis.Redis) -> None:
+    cache = RedisCache(redis_url, key_prefix=fresh_prefix(), floor_ttl_s=5.0)
+    prefix = cache.key_prefix
+    fill(cache, "fill", document_entry(GEN), NO_RECORD, 1.5)
+    assert 1000 < raw.pttl(prefix + "fill") <= 1500
+    assert end(cache, "end", "a1", begin(cache, "end", "a1"), document_entry(GEN), 2.5) == STORED
+    assert 2000 < raw.pttl(prefix + "end") <= 2500
+    begin(cache, "intent", "a1", 3.5)  # a record lives until its last intent's deadline
+    assert 3000 < raw.pttl(prefix + "intent") <= 3500
+    cache.invalidate_many(["floor"])  # a floor: floor_ttl_s...
+    assert 4500 < raw.pttl(prefix + "floor") <= 5000
+    begin(cache, "long", "a1", 30.0)
+    cache.invalidate_many(["long"])  # ...or until the last intent's deadline, if later
+    assert 29_000 < raw.pttl(prefix + "long") <= 30_000
+    fill(cache, "forever", document_entry(GEN), NO_RECORD, float("inf"))
+    assert raw.pttl(prefix + "forever") == -1
+    cache.close()
 
 
 def test_script_cache_flush_is_survived(cache: RedisCache, raw: redis.Redis) -> None:
     raw.script_flush()
     entry = document_entry(GEN)
-    cache.fill_many([put("a", entry), put("b", entry)])
+    cache.fill_many([Fill("a", entry, LONG_TTL_S, 0), Fill("b", entry, LONG_TTL_S, 0)])
     raw.script_flush()
-    cache.quarantine_many(["q"], LONG_TTL_S)
+    token = begin(cache, "c", "a1")
     raw.script_flush()
-    cache.write_many([put("c", entry)])
-    a, b, q, c = cache.get_many(["a", "b", "q", "c"])
-    assert_same_entry(a, entry)
-    assert_same_entry(b, entry)
-    assert_quarantined(q)
-    assert_same_entry(c, entry)
+    assert end(cache, "c", "a1", token, entry) == STORED
+    raw.script_flush()
+    cache.invalidate_many(["a"])
+    raw.script_flush()
+    assert cache.delete_prefix("b") == 1
+    assert [answer(r) is MISS for r in cache.get_many(["a", "b", "c"])] == [True, True, False]
     assert cache.stats()["errors"] == 0
 
 
 @settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     kind=st.sampled_from(list(Kind)),
     generation=st.integers(-(10**25), 10**25),
     rev=st.none() | st.text(max_size=30),
+    ver=st.integers(0, 2**53),
 )
-def test_lua_reads_the_header_the_codec_writes(
-    raw: redis.Redis, kind: Kind, generation: int, rev: str | None
+def test_lua_reads_the_record_the_codec_writes(
+    raw: redis.Redis, kind: Kind, generation: int, rev: str | None, ver: int
 ) -> None:
-    data = encode_entry(Entry(kind, generation, rev, {"body": "|v1|9|9|"}, 1.5))
-    script = LUA_HEADER_FUNCTION + "local k, g, r = header(ARGV[1]) return {k, g, r}"
-    k, g, r = raw.eval(script, 0, data)
-    assert int(k) == kind
-    assert int(g) == generation
-    expected = b":" if rev is None else b"%d:" % len(rev.encode("utf-8", "surrogatepass"))
-    assert r == expected + (rev or "").encode("utf-8", "surrogatepass")
+    data = encode_entry(Entry(kind, generation, rev, {"body": "|v2|9|a:1|"}, 1.5, ver))
+    script = LUA_RECORD_FUNCTIONS + "local r = parse(ARGV[1]) return {fmt(r.ver), r.rest}"
+    got_ver, rest = raw.eval(script, 0, data)
+    assert int(got_ver) == ver
+    assert data == b"v2|%d|0||" % ver + rest  # the entry proper, untouched
+
+
+def test_lua_reads_and_writes_intents(raw: redis.Redis) -> None:
+    data = b"v2|17|12|a1:1000:o,ffff:99999999999999:u|3|0|0.0|||_"
+    script = LUA_RECORD_FUNCTIONS + (
+        "local r = parse(ARGV[1]) r.ver = r.ver + 1 r.intents['b'] = {5, false} "
+        "assert(r.intents['a1'][2] and not r.intents['ffff'][2]) "
+        "save(KEYS[1], r, -1) return redis.call('GET', KEYS[1])"
+    )
+    written = raw.eval(script, 1, "lua-intents", data)
+    assert written == b"v2|18|12|a1:1000:o,b:5:u,ffff:99999999999999:u|3|0|0.0|||_"
+    assert decode_entry(written) == Entry(Kind.FLOOR, 0, None, None, 0.0, 18)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(a=st.integers(-(10**30), 10**30), b=st.integers(-(10**30), 10**30))
+def test_lua_compares_generations_exactly(raw: redis.Redis, a: int, b: int) -> None:
+    script = LUA_RECORD_FUNCTIONS + (
+        "if generation_at_least(ARGV[1], ARGV[2]) then return 1 else return 0 end"
+    )
+    for x, y in ((a, b), (b, a), (a, a), (a, a + 1), (2**60, 2**60 + 1), (-(2**60) - 1, -(2**60))):
+        assert raw.eval(script, 0, str(x), str(y)) == int(x >= y), (x, y)
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,18 +304,19 @@ def test_key_prefixes_isolate_applications(redis_url: str, raw: redis.Redis) -> 
     one = RedisCache(redis_url, key_prefix="app1:")
     two = RedisCache(redis_url, key_prefix="app2:")
     first, second = document_entry(GEN, "a"), document_entry(GEN + 1, "b")
-    one.fill_many([put("users:k", first)])
-    two.fill_many([put("users:k", second)])
+    fill(one, "users:k", first, NO_RECORD)
+    fill(two, "users:k", second, NO_RECORD)
     assert_same_entry(one.get("users:k"), first)
     assert_same_entry(two.get("users:k"), second)
     assert raw.exists("app1:users:k", "app2:users:k") == 2
 
-    one.quarantine_many(["users:k"], LONG_TTL_S)
+    one.invalidate_many(["users:k"])
+    begin(one, "users:k", "a1")
     assert_same_entry(two.get("users:k"), second)
-    assert one.delete_prefix("") == 1
-    assert_same_entry(two.get("users:k"), second)
-    two.delete_many(["users:k"])
-    assert raw.exists("app1:users:k", "app2:users:k") == 0
+    assert one.delete_prefix("") == 0  # a floor with an intent: no entry to drop
+    assert two.delete_prefix("") == 1
+    assert answer(two.get("users:k")) is MISS
+    assert raw.exists("app1:users:k", "app2:users:k") == 2  # floors, not holes
     one.close()
     two.close()
 
@@ -250,10 +328,10 @@ def test_delete_prefix_escapes_glob_characters_of_the_key_prefix(
     lookalikes = ["app1x:k", "app[1]xy\\:k", "app[1]*?:k", "app1*?\\:k"]
     for key in lookalikes:
         raw.set(key, b"not ours")
-    special.fill_many([put(f"k{i}", document_entry(GEN)) for i in range(3)])
+    special.fill_many([Fill(f"k{i}", document_entry(GEN), LONG_TTL_S, 0) for i in range(3)])
     assert special.delete_prefix("") == 3
     assert special.delete_prefix("k") == 0
-    assert raw.exists(*lookalikes) == len(lookalikes)
+    assert [raw.get(key) for key in lookalikes] == [b"not ours"] * len(lookalikes)
     special.close()
 
 
@@ -263,18 +341,19 @@ def test_glob_escape() -> None:
 
 
 @pytest.mark.slow
-def test_delete_prefix_of_many_keys_counts_exactly(cache: RedisCache, raw: redis.Redis) -> None:
+def test_delete_prefix_and_invalidate_of_many_keys(cache: RedisCache, raw: redis.Redis) -> None:
     n = SCAN_BATCH_KEYS * 2 + 345
-    with raw.pipeline(transaction=False) as pipe:
-        for i in range(n):
-            pipe.set(f"{cache.key_prefix}bulk:{i}", b"x")
-            pipe.set(f"{cache.key_prefix}other:{i}", b"x")
-        pipe.execute()
+    cache.fill_many([Fill(f"bulk:{i}", absent_entry(), LONG_TTL_S, 0) for i in range(n)])
+    cache.fill_many([Fill(f"other:{i}", absent_entry(), LONG_TTL_S, 0) for i in range(n)])
     assert cache.delete_prefix("bulk:") == n
-    assert cache.delete_prefix("bulk:") == 0
-    assert len(list(raw.scan_iter(match=f"{cache.key_prefix}other:*", count=1000))) == n
-    cache.delete_many([f"other:{i}" for i in range(n)])  # more than one UNLINK batch
-    assert raw.dbsize() == 0
+    assert cache.delete_prefix("bulk:") == 0  # floors now
+    others = [f"other:{i}" for i in range(n)]
+    assert all(answer(r) is not MISS for r in cache.get_many(others))
+    cache.invalidate_many(others)  # more than one script call
+    assert all(answer(r) is MISS for r in cache.get_many(others))
+    tokens = cache.begin_write(others, "a1", LONG_TTL_S)
+    assert len(tokens) == n and all(type(token) is int and token > 0 for token in tokens)
+    assert raw.dbsize() == 2 * n
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,16 +367,17 @@ def test_delete_prefix_of_many_keys_counts_exactly(cache: RedisCache, raw: redis
         b"garbage",
         b"",
         pickle.dumps({"a": 1}),
-        b"v2|1|5|1.0|||Dfuture body",
+        b"v1|1|5|1.0|||_",  # the previous format version
+        b"v3|1||1|5|1.0|||Dfuture body",
         encode_entry(document_entry(GEN))[:-3],
     ],
 )
-def test_corrupt_value_reads_as_miss_and_counts_an_error(
+def test_corrupt_value_reads_as_miss_counts_an_error_and_is_replaced(
     cache: RedisCache, raw: redis.Redis, value: bytes
 ) -> None:
     raw.set(cache.key_prefix + "bad", value)
     good = document_entry(GEN)
-    cache.fill_many([put("good", good)])
+    fill(cache, "good", good, NO_RECORD)
 
     assert cache.get("bad") is MISS
     results = cache.get_many(["good", "bad"])
@@ -306,31 +386,21 @@ def test_corrupt_value_reads_as_miss_and_counts_an_error(
     assert cache.stats()["errors"] == 2
     assert cache.stats()["decode_errors"] == 2
 
-
-def test_fill_replaces_an_unreadable_value(cache: RedisCache, raw: redis.Redis) -> None:
-    raw.set(cache.key_prefix + "bad", b"garbage")
-    entry = document_entry(GEN)
-    cache.fill_many([put("bad", entry)])
-    assert_same_entry(cache.get("bad"), entry)
+    # A reader's fill (its token: NO_RECORD) replaces it.
+    fill(cache, "bad", good, cache.read_token("bad", MISS))
+    assert_same_entry(cache.get("bad"), good)
 
 
-def test_script_reads_the_header_of_a_newer_format_version(
+def test_a_write_over_an_unreadable_value_starts_a_record(
     cache: RedisCache, raw: redis.Redis
 ) -> None:
-    # A newer gateway's entry: this one cannot decode its body, but the header layout is
-    # shared by every version, so an older fill still cannot replace a newer generation.
-    raw.set(cache.key_prefix + "k", b"v2|1|%d|1.0|||?new body" % (GEN + 5))
-    cache.fill_many([put("k", document_entry(GEN))])
-    assert stored(raw, cache.key_prefix + "k").startswith(b"v2|")
-    raw.set(cache.key_prefix + "q", b"v2|3|0|1.0|||?")
-    cache.fill_many([put("q", document_entry(GEN))])
-    assert stored(raw, cache.key_prefix + "q").startswith(b"v2|3|")
-
-
-def stored(raw: redis.Redis, full_key: str) -> bytes:
-    value = raw.get(full_key)
-    assert isinstance(value, bytes), value
-    return value
+    raw.set(cache.key_prefix + "bad", b"v1|1|5|1.0|||_")
+    token = begin(cache, "bad", "a1")
+    ver, intents, kind = record(raw, cache.key_prefix + "bad")
+    assert ver == token and list(intents) == ["a1"] and kind is Kind.FLOOR
+    written = document_entry(GEN)
+    assert end(cache, "bad", "a1", token, written) == STORED
+    assert_same_entry(cache.get("bad"), written)
 
 
 def test_a_key_of_another_type_is_an_error_not_a_crash(cache: RedisCache, raw: redis.Redis) -> None:
@@ -338,9 +408,18 @@ def test_a_key_of_another_type_is_an_error_not_a_crash(cache: RedisCache, raw: r
     with pytest.raises(CacheUnavailable):
         cache.get("list")
     with pytest.raises(CacheUnavailable):
-        cache.fill_many([put("ok", document_entry(GEN)), put("list", document_entry(GEN))])
+        cache.fill_many(
+            [
+                Fill("ok", document_entry(GEN), LONG_TTL_S, 0),
+                Fill("list", document_entry(GEN), 9, 0),
+            ]
+        )
     assert_same_entry(cache.get("ok"), document_entry(GEN))  # the rest of the pipeline ran
-    assert cache.stats()["errors"] == 2
+    with pytest.raises(CacheUnavailable):
+        cache.begin_write(["list"], "a1", LONG_TTL_S)
+    assert cache.stats()["errors"] == 3
+    cache.invalidate_many(["list"])  # never turns a key of another shape into a floor
+    assert raw.lrange(cache.key_prefix + "list", 0, -1) == [b"x"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -353,17 +432,17 @@ def test_paused_server_raises_cache_unavailable_then_recovers(
 ) -> None:
     cache = RedisCache(redis_url, key_prefix=fresh_prefix(), timeout_s=TEST_TIMEOUT_S)
     before = [document_entry(GEN + i) for i in range(3)]
-    cache.fill_many([put(f"k{i}", entry) for i, entry in enumerate(before)])
+    cache.fill_many([Fill(f"k{i}", entry, LONG_TTL_S, 0) for i, entry in enumerate(before)])
 
     redis_server.pause()
     try:
-        calls = [
+        calls: list[Callable[[], Any]] = [
             lambda: cache.get("k0"),
             lambda: cache.get_many(["k0", "k1"]),
-            lambda: cache.fill_many([put("k0", document_entry(GEN + 10))]),
-            lambda: cache.write_many([put("k1", document_entry(GEN + 10))]),
-            lambda: cache.quarantine_many(["k2"], LONG_TTL_S),
-            lambda: cache.delete_many(["k0"]),
+            lambda: fill(cache, "k0", document_entry(GEN + 10), 0),
+            lambda: cache.begin_write(["k1"], "a1", LONG_TTL_S),
+            lambda: cache.end_write([End("k1", "a1", 0, document_entry(GEN + 10), LONG_TTL_S)]),
+            lambda: cache.invalidate_many(["k2"]),
             lambda: cache.delete_prefix("k"),
             lambda: cache.server_info(),
             lambda: cache.publish("channel", b"x"),
@@ -378,17 +457,23 @@ def test_paused_server_raises_cache_unavailable_then_recovers(
 
     # Commands sent during the pause may still run now: wait until they have, then check
     # that the connections were not left out of step (every answer is for its own command).
-    deadline = time.monotonic() + 5
-    while True:
+    def answers() -> bool:
         try:
             cache.get("k0")
-            break
         except CacheUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return False
+        return True
+
+    assert wait_until(answers)
     fresh = {f"fresh{i}": document_entry(GEN + 100 + i) for i in range(20)}
-    cache.write_many([put(key, entry) for key, entry in fresh.items()])
+    tokens = cache.begin_write(list(fresh), "b2", LONG_TTL_S)
+    outcomes = cache.end_write(
+        [
+            End(key, "b2", token, entry, LONG_TTL_S)
+            for (key, entry), token in zip(fresh.items(), tokens, strict=True)
+        ]
+    )
+    assert outcomes == [STORED] * len(fresh)
     for key, entry in fresh.items():
         assert_same_entry(cache.get(key), entry)
     assert [r for r in cache.get_many(list(fresh)) if r is MISS] == []
@@ -402,7 +487,7 @@ def test_unreachable_server_raises_cache_unavailable(redis_server: RedisServer) 
     with pytest.raises(CacheUnavailable):
         cache.get("k")
     with pytest.raises(CacheUnavailable):
-        cache.write_many([put("k", document_entry(GEN))])
+        cache.begin_write(["k"], "a1", LONG_TTL_S)
     assert cache.stats()["errors"] == 2
     cache.close()
 
@@ -420,14 +505,14 @@ def password_server() -> Iterator[RedisServer]:
 
 def exercise(cache: RedisCache) -> None:
     entry = document_entry(GEN)
-    cache.fill_many([put("k", entry)])
-    cache.write_many([put("w", entry)])
-    cache.quarantine_many(["q"], LONG_TTL_S)
+    fill(cache, "k", entry, token_of(cache, "k"))
+    assert end(cache, "w", "a1", begin(cache, "w", "a1"), entry) == STORED
+    cache.invalidate_many(["q"])
     k, w, q = cache.get_many(["k", "w", "q"])
     assert_same_entry(k, entry)
     assert_same_entry(w, entry)
-    assert_quarantined(q)
-    assert cache.delete_prefix("") == 3
+    assert answer(q) is MISS
+    assert cache.delete_prefix("") == 2
 
 
 def test_password_in_the_url(password_server: RedisServer) -> None:
@@ -484,12 +569,15 @@ def test_bad_urls_are_config_errors(url: str) -> None:
 
 
 def test_bad_settings_are_config_errors(redis_url: str) -> None:
-    with pytest.raises(ConfigError):
-        RedisCache(redis_url, timeout_s=0)
-    with pytest.raises(ConfigError):
-        RedisCache(redis_url, max_connections=0)
-    with pytest.raises(ConfigError):
-        RedisCache(redis_url, key_prefix=None)  # type: ignore[arg-type]
+    for kwargs in (
+        {"timeout_s": 0},
+        {"max_connections": 0},
+        {"key_prefix": None},
+        {"floor_ttl_s": 0.0},
+        {"floor_ttl_s": float("inf")},
+    ):
+        with pytest.raises(ConfigError):
+            RedisCache(redis_url, **kwargs)  # type: ignore[arg-type]
 
 
 def test_cluster_mode_server_is_refused() -> None:
@@ -502,7 +590,8 @@ def test_cluster_mode_server_is_refused() -> None:
 
 def test_from_client(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    cache = RedisCache.from_client(client, key_prefix=fresh_prefix())
+    cache = RedisCache.from_client(client, key_prefix=fresh_prefix(), floor_ttl_s=3.0)
+    assert cache.floor_ttl_s == 3.0
     exercise(cache)
     cache.close()
     assert client.ping()  # the caller's client stays open
@@ -518,31 +607,31 @@ def test_from_client(redis_url: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_get_and_get_many_agree(cache: RedisCache) -> None:
-    entries = {f"k{i}": document_entry(GEN + i) for i in range(5)}
-    entries["gone"] = absent_entry()
-    cache.fill_many([put(key, entry) for key, entry in entries.items()])
-    for key, entry in entries.items():
-        assert_same_entry(cache.get(key), entry)
-    assert cache.get("never") is MISS
-
-
-def test_quarantine_marker_is_stamped_with_the_injected_wall_clock(redis_url: str) -> None:
-    cache = RedisCache(redis_url, key_prefix=fresh_prefix(), wall_clock=lambda: 1234.5)
-    cache.quarantine_many(["k"], LONG_TTL_S)
-    marker = cache.get("k")
-    assert isinstance(marker, Entry) and marker.stored_at == 1234.5
-    cache.close()
+def test_large_document_and_long_revision(cache: RedisCache) -> None:
+    big = {"_id": "big", "blob": "é" * 200_000, "n": [Decimal(i) for i in range(1000)]}
+    entry = Entry(Kind.DOCUMENT, GEN, "x|" * 300, big, 1.0)
+    fill(cache, "big", entry, NO_RECORD)
+    assert_same_entry(cache.get("big"), entry)
+    token = begin(cache, "big", "a1")
+    assert_same_entry(cache.get("big"), entry)  # the scripts rewrote the header only
+    assert end(cache, "big", "a1", token, entry) == STORED
+    assert_same_entry(cache.get("big"), entry)
 
 
 def test_stats_and_server_info(cache: RedisCache) -> None:
-    cache.fill_many([put("k", document_entry(GEN + 1))])
-    cache.fill_many([put("k", document_entry(GEN))])
-    cache.write_many([put("k", document_entry(GEN + 1, "b"))])
+    fill(cache, "k", document_entry(GEN), NO_RECORD)
+    stale = token_of(cache, "k")
+    token = begin(cache, "k", "a1")
+    fill(cache, "k", document_entry(GEN), stale)
+    assert end(cache, "k", "a1", token, document_entry(GEN + 1)) == STORED
+    token = begin(cache, "k", "a2")
+    begin(cache, "k", "a3")
+    assert end(cache, "k", "a2", token, document_entry(GEN + 2)) == DROPPED
+    assert end(cache, "k", "a2", token, document_entry(GEN + 2)) == LATE
     stats = cache.stats()
     assert stats["evictions"] == 0 and stats["errors"] == 0
     assert stats["fills_stored"] == 1 and stats["fills_refused"] == 1
-    assert stats["writes_dropped"] == 1
+    assert (stats["writes_stored"], stats["writes_dropped"], stats["writes_late"]) == (1, 1, 1)
     info = cache.server_info()
     assert "evicted_keys" in info and "keyspace_hits" in info
 

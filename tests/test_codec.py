@@ -36,6 +36,7 @@ from gateway.codec import (
     item_size,
     validate_collection_name,
     validate_id,
+    validate_ids,
 )
 from gateway.errors import ValidationError
 from tests.strategies import collection_names, doc_ids, documents, stored_form
@@ -178,6 +179,26 @@ def test_invalid_ids(doc_id: object, fragment: str) -> None:
     with pytest.raises(ValidationError) as info:
         validate_id(doc_id)
     assert fragment in str(info.value)
+
+
+def test_validate_ids_merges_duplicates_in_first_seen_order() -> None:
+    assert validate_ids(["b", "a", "b", "c", "a"]) == ["b", "a", "c"]
+    assert validate_ids(iter(["x"])) == ["x"]
+    assert validate_ids(()) == []
+    assert validate_ids({"k": 1}) == ["k"]  # a mapping iterates its keys
+
+
+@pytest.mark.parametrize("bad", ["abc", b"abc", 5, None])
+def test_validate_ids_refuses_what_is_not_an_iterable_of_ids(bad: object) -> None:
+    with pytest.raises(ValidationError, match="Expected an iterable of document ids"):
+        validate_ids(bad)  # type: ignore[arg-type]
+
+
+def test_validate_ids_checks_every_id() -> None:
+    with pytest.raises(ValidationError, match="non-empty"):
+        validate_ids(["ok", ""])
+    with pytest.raises(ValidationError, match="must be a str"):
+        validate_ids(["ok", 7])  # type: ignore[list-item]
 
 
 @given(doc_ids())
@@ -688,6 +709,45 @@ def test_copy_document_is_deep_for_containers() -> None:
     assert doc["address"]["city"] == "London"
     assert doc["odd"] == bytearray(b"mutable")
     assert copy_document(doc)["name"] is doc["name"]  # immutable scalars are shared
+
+
+def test_copy_document_copies_binary_values() -> None:
+    """A Binary's ``value`` is a writable attribute: a copy must not share the object."""
+    doc = {
+        "blob": Binary(b"original"),
+        "nested": {"list": [Binary(b"in a list")]},
+        "set": {Binary(b"x"), Binary(b"y")},
+        "raw": bytearray(b"raw"),
+        "over_mutable": Binary(bytearray(b"mutable bytes")),
+    }
+    copied = copy_document(doc)
+    assert copied == doc
+    assert copied["blob"] is not doc["blob"]
+    assert copied["nested"]["list"][0] is not doc["nested"]["list"][0]
+    assert not any(a is b for a in copied["set"] for b in doc["set"])
+    copied["blob"].value = b"tampered"
+    copied["nested"]["list"][0].value = b"tampered"
+    copied["raw"][0] = 0
+    copied["over_mutable"].value[0] = 0
+    for element in copied["set"]:
+        element.value = b"tampered"
+    assert doc["blob"] == Binary(b"original")
+    assert doc["nested"]["list"][0] == Binary(b"in a list")
+    assert doc["set"] == {Binary(b"x"), Binary(b"y")}
+    assert doc["raw"] == bytearray(b"raw")
+    assert doc["over_mutable"].value == bytearray(b"mutable bytes")
+    assert type(copied["blob"]) is Binary and type(copied["raw"]) is bytearray
+
+
+def test_encode_document_never_keeps_the_callers_binary() -> None:
+    """The encoded item is what the gateway caches: the caller's Binary stays the caller's."""
+    mine = Binary(b"mine")
+    encoded = encode_document({"b": mine, "s": {mine}, "l": [mine]})
+    assert encoded["b"] == mine and encoded["b"] is not mine
+    assert encoded["l"][0] is not mine
+    assert all(element is not mine for element in encoded["s"])
+    mine.value = b"changed"
+    assert encoded["b"] == Binary(b"mine") and encoded["l"][0] == Binary(b"mine")
 
 
 def test_copy_document_is_much_faster_than_deepcopy() -> None:

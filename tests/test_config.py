@@ -180,6 +180,8 @@ cache:
   redis_timeout_seconds: 0.1
   breaker_failures: 3
   breaker_reset_seconds: 2
+  write_intent_seconds: 3
+  unreachable_writes: accept
   dax_endpoint_url: daxs://my-cluster.abc123.dax-clusters.eu-central-1.amazonaws.com
   dax_memory_tier: true
 numbers:
@@ -223,6 +225,8 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
         "REDIS_TIMEOUT_S": 0.1,
         "REDIS_BREAKER_FAILURES": 3,
         "REDIS_BREAKER_RESET_S": 2.0,
+        "CACHE_WRITE_INTENT_S": 3.0,
+        "CACHE_UNREACHABLE_WRITES": "accept",
         "DAX_MEMORY_TIER": True,
         "COLLECTIONS": {
             "users": {
@@ -244,6 +248,16 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
             "max_batch_write": 10,
         },
     }
+
+
+def test_write_intents_outlive_the_fill_deadline(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="write_intent_seconds"):
+        Settings.from_yaml(write_yaml(tmp_path, "cache:\n  write_intent_seconds: 1\n"))
+
+
+def test_unreachable_writes_takes_only_refuse_or_accept(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unreachable_writes"):
+        Settings.from_yaml(write_yaml(tmp_path, "cache:\n  unreachable_writes: sometimes\n"))
 
 
 def test_yaml_mapping_table_covers_every_field_once() -> None:

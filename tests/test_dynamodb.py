@@ -977,6 +977,200 @@ def test_throttles_and_partial_batches_lose_nothing(
     assert all(doc["_rev"] == revs[doc["_id"]] for doc in left)
 
 
+# -- answers lost on the way back (applied, then 500 or connection dropped) ---------------------
+
+LOSE_MODES = ["error", "drop"]
+
+
+def lose_next_answer(fault_proxy: FaultProxy, operation: str, mode: Any) -> None:
+    """The next ``operation`` request is applied by the emulator and its answer lost."""
+    fault_proxy.configure(lose_next=1, lose_mode=mode, operations={operation})
+    fault_proxy.reset_counts()
+
+
+def assert_lost_once(fault_proxy: FaultProxy, operation: str) -> None:
+    assert fault_proxy.injected() == {"lost": {operation: 1}}
+    assert fault_proxy.config.lose_next == 0
+
+
+@pytest.mark.parametrize("mode", LOSE_MODES)
+def test_a_create_only_save_whose_answer_was_lost_succeeds(
+    proxied: DynamoDBService, fault_proxy: FaultProxy, mode: Any
+) -> None:
+    proxied.ensure_table("notes")
+    lose_next_answer(fault_proxy, "PutItem", mode)
+    rev = proxied.save("notes", "n1", {"v": 1}, if_rev=ABSENT)["rev"]  # no ConflictError
+    assert_lost_once(fault_proxy, "PutItem")
+    assert fault_proxy.counts() == {"PutItem": 2}  # the lost attempt and its retry, no more
+    assert proxied.get("notes", "n1") == {"_id": "n1", "_rev": rev, "v": Decimal(1)}
+    with pytest.raises(ConflictError):  # a real conflict is still one
+        proxied.save("notes", "n1", {"v": 2}, if_rev=ABSENT)
+
+
+@pytest.mark.parametrize("mode", LOSE_MODES)
+def test_a_conditional_save_whose_answer_was_lost_succeeds(
+    proxied: DynamoDBService, fault_proxy: FaultProxy, mode: Any
+) -> None:
+    first = proxied.save("notes", "n1", {"v": 1})["rev"]
+    lose_next_answer(fault_proxy, "PutItem", mode)
+    second = proxied.save("notes", "n1", {"v": 2}, if_rev=first)["rev"]
+    assert_lost_once(fault_proxy, "PutItem")
+    assert fault_proxy.counts() == {"PutItem": 2}
+    assert generation(second) > generation(first)
+    assert proxied.get("notes", "n1") == {"_id": "n1", "_rev": second, "v": Decimal(2)}
+    with pytest.raises(ConflictError):
+        proxied.save("notes", "n1", {"v": 3}, if_rev=first)
+
+
+@pytest.mark.parametrize("mode", LOSE_MODES)
+def test_an_unconditional_save_whose_answer_was_lost_is_written_once(
+    proxied: DynamoDBService, fault_proxy: FaultProxy, mode: Any
+) -> None:
+    first = proxied.save("notes", "n1", {"v": 1})["rev"]
+    lose_next_answer(fault_proxy, "PutItem", mode)
+    second = proxied.save("notes", "n1", {"v": 2})["rev"]
+    assert_lost_once(fault_proxy, "PutItem")
+    # Its retry met the lost attempt's revision and recognised it: no third PutItem (and no
+    # read) to write the same document again under yet another revision.
+    assert fault_proxy.counts() == {"PutItem": 2}
+    assert generation(second) > generation(first)
+    assert proxied.get("notes", "n1") == {"_id": "n1", "_rev": second, "v": Decimal(2)}
+
+
+@pytest.mark.parametrize("mode", LOSE_MODES)
+def test_a_conditional_delete_whose_answer_was_lost_succeeds(
+    proxied: DynamoDBService, fault_proxy: FaultProxy, mode: Any
+) -> None:
+    rev = proxied.save("notes", "n1", {"v": 1})["rev"]
+    lose_next_answer(fault_proxy, "DeleteItem", mode)
+    assert proxied.delete("notes", "n1", if_rev=rev) is True  # no ConflictError
+    assert_lost_once(fault_proxy, "DeleteItem")
+    assert proxied.get("notes", "n1") is None
+
+    rev = proxied.save("notes", "n2", {"v": 1})["rev"]
+    lose_next_answer(fault_proxy, "DeleteItem", mode)
+    assert proxied.delete_returning_rev("notes", "n2", if_rev=rev) == rev
+    assert_lost_once(fault_proxy, "DeleteItem")
+    # Without a lost answer, a missing document still conflicts.
+    with pytest.raises(ConflictError):
+        proxied.delete("notes", "n2", if_rev=rev)
+
+
+def test_a_conditional_delete_whose_retry_finds_another_revision_conflicts(
+    proxied: DynamoDBService, fault_proxy: FaultProxy
+) -> None:
+    """A lost answer does not hide a real conflict: the document is there, with another rev."""
+    first = proxied.save("notes", "n1", {"v": 1})["rev"]
+    second = proxied.save("notes", "n1", {"v": 2})["rev"]
+    lose_next_answer(fault_proxy, "DeleteItem", "error")
+    with pytest.raises(ConflictError):
+        proxied.delete("notes", "n1", if_rev=first)
+    assert proxied.get("notes", "n1") == {"_id": "n1", "_rev": second, "v": Decimal(2)}
+
+
+@pytest.mark.parametrize("mode", LOSE_MODES)
+def test_an_unconditional_delete_whose_answer_was_lost_says_it_deleted(
+    proxied: DynamoDBService, fault_proxy: FaultProxy, mode: Any
+) -> None:
+    proxied.save("notes", "n1", {"v": 1})
+    lose_next_answer(fault_proxy, "DeleteItem", mode)
+    assert proxied.delete("notes", "n1") is True
+    assert_lost_once(fault_proxy, "DeleteItem")
+    assert proxied.get("notes", "n1") is None
+
+    rev = proxied.save("notes", "n2", {"v": 1})["rev"]
+    lose_next_answer(fault_proxy, "DeleteItem", mode)
+    before_us = wall_clock_us()
+    removed = proxied.delete_returning_rev("notes", "n2")
+    assert_lost_once(fault_proxy, "DeleteItem")
+    # The removed revision is unknown: a stand-in "<now>-000...0", not below the removed one.
+    assert removed is not None and removed.endswith("-" + "0" * 32)
+    assert generation(removed) >= max(before_us, generation(rev))
+    # Without a lost answer, deleting nothing is still False.
+    assert proxied.delete("notes", "n2") is False
+
+
+# -- save_many racing a save in the same process --------------------------------------------
+
+
+def test_a_save_landing_inside_save_many_waits_and_the_revision_never_steps_back(
+    proxied: DynamoDBService, fault_proxy: FaultProxy
+) -> None:
+    """save_many reads the stored revisions, then writes with BatchWriteItem (no condition).
+    A save of the same document from another thread must not land in between: it waits for
+    the save_many, then goes above it. The BatchWriteItem is held at the proxy; the save is
+    let go once it waits for the document's lock (or, were there none, once it is done)."""
+    initial = proxied.save("users", "k", {"v": "initial"})["rev"]
+    proxied.save("users", "other", {"v": "initial"})
+    progressed = threading.Event()
+    proxied.write_locks.on_wait = lambda key: progressed.set()
+    results: dict[str, Any] = {}
+
+    def run(name: str, fn: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                results[name] = fn()
+            except BaseException as exc:  # reported by the assertions below
+                results[name] = exc
+            finally:
+                if name == "save":
+                    progressed.set()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    with fault_proxy.hold({"BatchWriteItem"}) as gate:
+        many = run("save_many", lambda: proxied.save_many("users", {"k": {"v": "many"}}))
+        assert gate.wait_arrived(1)  # revisions read, the write waits at the proxy
+        # A save of another document does not wait for the save_many.
+        assert generation(proxied.save("users", "other", {"v": "free"})["rev"])
+        assert proxied.write_locks.waits == 0
+        single = run("save", lambda: proxied.save("users", "k", {"v": "single"}))
+        assert progressed.wait(10)
+        gate.release()
+        many.join()
+        single.join()
+    many_rev = results["save_many"]["k"]
+    single_rev = results["save"]["rev"]
+    assert generation(initial) < generation(many_rev) < generation(single_rev)
+    # The save went last, and it is what is stored.
+    assert proxied.get("users", "k") == {"_id": "k", "_rev": single_rev, "v": "single"}
+    assert proxied.write_locks.waits == 1
+    assert len(proxied.write_locks) == 0
+
+
+def test_save_many_and_saves_of_overlapping_documents_in_many_threads(
+    make_service: ServiceFactory,
+) -> None:
+    """Overlapping save_many calls (locks taken in sorted order: no deadlock) and saves: every
+    document ends with the highest generation acknowledged for it."""
+    svc = make_service()
+    ids = ["a", "b", "c", "d"]
+    acknowledged: dict[str, list[str]] = {doc_id: [] for doc_id in ids}
+    lock = threading.Lock()
+
+    def write(i: int) -> None:
+        for n in range(6):
+            if i % 2:
+                chosen = [ids[(i + n + j) % len(ids)] for j in range(3)][:: -1 if n % 2 else 1]
+                revs = svc.save_many("mix", {doc_id: {"w": i, "n": n} for doc_id in chosen})
+            else:
+                doc_id = ids[(i + n) % len(ids)]
+                revs = {doc_id: svc.save("mix", doc_id, {"w": i, "n": n})["rev"]}
+            with lock:
+                for doc_id, rev in revs.items():
+                    acknowledged[doc_id].append(rev)
+
+    run_threads(6, write)
+    stored = svc.get_many("mix", ids)
+    for doc_id in ids:
+        doc = stored[doc_id]
+        assert doc is not None
+        assert generation(doc["_rev"]) == max(generation(r) for r in acknowledged[doc_id])
+    assert len(svc.write_locks) == 0
+
+
 @pytest.mark.parametrize("mode", ["refuse", "reset", "unavailable"])
 def test_an_unreachable_dynamodb_is_service_unavailable(
     proxied: DynamoDBService, fault_proxy: FaultProxy, mode: Any

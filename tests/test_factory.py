@@ -11,6 +11,7 @@ from gateway import DatabaseService, DynamoDBService, Settings, get_database_ser
 from gateway.caches.memory import MemoryCache
 from gateway.caches.partitioned import PartitionedMemoryCache
 from gateway.emulator import free_port
+from gateway.errors import ServiceUnavailableError
 from gateway.gateway import CachingGateway
 
 
@@ -92,13 +93,37 @@ collections:
         assert calls.get("GetItem", 0) + calls.get("BatchGetItem", 0) == 2
 
 
-def test_unreachable_redis_still_serves(moto_server: Any, table_prefix: str) -> None:
-    """Redis down at start-up: the gateway is built and serves from DynamoDB (fail-open)."""
+def test_unreachable_redis_still_serves_reads_and_refuses_writes(
+    moto_server: Any, table_prefix: str, dynamodb_client: Any
+) -> None:
+    """Redis down at start-up: the gateway is built and serves reads from DynamoDB; a write
+    is refused (the default), nothing written, since other instances could not hear of it."""
     settings = Settings(
         DYNAMODB_ENDPOINT_URL=moto_server.endpoint_url,
         DYNAMODB_TABLE_PREFIX=table_prefix,
         CACHE_BACKEND="redis",
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    with get_database_service(settings) as db:
+        DynamoDBService(
+            endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix
+        ).save("orders", "o1", {"total": 1})
+        assert db.get("orders", "o1")["total"] == 1  # type: ignore[index]
+        with pytest.raises(ServiceUnavailableError, match="nothing was written"):
+            db.save("orders", "o1", {"total": 2})
+        assert db.get("orders", "o1")["total"] == 1  # type: ignore[index]
+        stats = db.stats()
+        assert stats["cache_errors"] >= 1 and stats["writes_refused"] == 1
+
+
+def test_unreachable_redis_with_accepted_writes(moto_server: Any, table_prefix: str) -> None:
+    """``unreachable_writes: accept``: the original application code works unchanged."""
+    settings = Settings(
+        DYNAMODB_ENDPOINT_URL=moto_server.endpoint_url,
+        DYNAMODB_TABLE_PREFIX=table_prefix,
+        CACHE_BACKEND="redis",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        CACHE_UNREACHABLE_WRITES="accept",
     )
     with get_database_service(settings) as db:
         _original_application_code(db)

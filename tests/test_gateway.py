@@ -18,6 +18,8 @@ from boto3.dynamodb.types import Binary
 from gateway import ABSENT, ConflictError, ValidationError
 from gateway.revisions import parse_generation
 from tests.gateway_helpers import Policy, gateways, make_service
+from tests.servers import FaultProxy
+from tests.test_gateway_consistency import Worker, wait_for
 
 BACKENDS = ["memory", "redis", "tiered"]
 
@@ -233,31 +235,22 @@ def test_bad_input_is_typed_nothing_written_cache_not_poisoned(
 
 
 def test_single_flight_concurrent_misses_make_one_call(
-    backend: str, moto_server: Any, table_prefix: str, redis_or_none: str | None
+    backend: str, fault_proxy: FaultProxy, table_prefix: str, redis_or_none: str | None
 ) -> None:
-    with _gw(backend, moto_server, table_prefix, redis_or_none) as (gw,):
-        bare = make_service(moto_server.endpoint_url, table_prefix)
-        bare.save("users", "hot", {"v": 1})
+    """16 readers miss one key while its load is in flight (held at the wire): one GetItem."""
+    with gateways(backend, fault_proxy.endpoint_url, table_prefix, redis_or_none) as (gw,):
+        gw.service.save("users", "hot", {"v": 1})
         gw.get("users", "warm-the-table")  # table described; that GetItem is not the one counted
-        before = gw.stats()["db_calls"].get("GetItem", 0)
-        barrier = threading.Barrier(16)
-        results: list[Any] = []
-
-        def reader() -> None:
-            barrier.wait()
-            results.append(gw.get("users", "hot"))
-
-        threads = [threading.Thread(target=reader) for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        before = fault_proxy.counts().get("GetItem", 0)
+        with fault_proxy.hold({"GetItem"}) as gate:
+            readers = [Worker(lambda: gw.get("users", "hot")) for _ in range(16)]
+            assert gate.wait_arrived()
+            wait_for(lambda: gw.stats()["single_flight_waits"] == 15)
+        results = [reader.outcome() for reader in readers]
         assert all(r == results[0] for r in results) and results[0]["v"] == 1
-        loads = gw.stats()["db_calls"].get("GetItem", 0) - before
-        # One load, plus at most a straggler that arrived after the first load had finished
-        # and found the entry... which is then a hit, so: exactly one.
-        assert loads == 1
-        bare.close()
+        assert fault_proxy.counts().get("GetItem", 0) - before == 1
+        assert gw.get("users", "hot")["v"] == 1
+        assert fault_proxy.counts().get("GetItem", 0) - before == 1
 
 
 def test_disabled_collection_passes_through(

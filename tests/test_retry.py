@@ -17,11 +17,15 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    ProxyConnectionError,
     ReadTimeoutError,
+    SSLError,
 )
 
+from gateway import aws_errors
 from gateway.errors import ServiceUnavailableError, ThrottledError
 from gateway.retry import (
+    AMBIGUOUS_CODES,
     THROTTLE_CODES,
     TRANSIENT_CODES,
     FullJitterBackoff,
@@ -33,6 +37,7 @@ from gateway.retry import (
     is_throttle,
     is_timeout,
     is_transient,
+    may_have_been_applied,
 )
 
 ENDPOINT = "http://localhost:8000/"
@@ -811,6 +816,57 @@ def test_connection_errors_are_transient_timeouts(exc: BaseException) -> None:
     assert not is_throttle(exc)
     assert classify(exc) == "transient"
     assert error_code(exc) is None
+
+
+def test_one_list_of_throttle_codes() -> None:
+    """The retry policy and the error translation use the same set."""
+    assert THROTTLE_CODES is aws_errors.THROTTLE_CODES
+    assert error_code is aws_errors.error_code
+    assert {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+    } <= THROTTLE_CODES
+    assert "TransactionInProgressException" not in THROTTLE_CODES
+    for code in sorted(THROTTLE_CODES):
+        translated = aws_errors.translate(client_error(code), "PutItem", "t")
+        assert isinstance(translated, ThrottledError), code
+        assert translated.code == code
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionClosedError(endpoint_url=ENDPOINT),
+        ReadTimeoutError(endpoint_url=ENDPOINT, error="timed out"),
+        SSLError(endpoint_url=ENDPOINT, error="bad record mac"),
+        *(client_error(code) for code in sorted(AMBIGUOUS_CODES)),
+        *(client_error("UnknownError", status) for status in (500, 502, 503, 504)),
+    ],
+    ids=repr,
+)
+def test_answers_lost_after_sending_may_have_been_applied(exc: BaseException) -> None:
+    assert may_have_been_applied(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        EndpointConnectionError(endpoint_url=ENDPOINT, error="refused"),
+        ConnectTimeoutError(endpoint_url=ENDPOINT, error="timed out"),
+        ProxyConnectionError(proxy_url="http://proxy:3128", error="refused"),
+        throttle(),
+        client_error("ThrottlingException"),
+        client_error("ConditionalCheckFailedException"),
+        client_error("ValidationException"),
+        client_error("SomethingNew", 429),
+        ValueError("not from botocore"),
+    ],
+    ids=repr,
+)
+def test_refusals_and_unsent_requests_were_not_applied(exc: BaseException) -> None:
+    assert not may_have_been_applied(exc)
 
 
 def test_error_code_of_odd_inputs() -> None:

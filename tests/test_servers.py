@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -472,6 +473,111 @@ def test_proxy_stop_forwarding_modes(
     assert fault_proxy.injected()["down"] == {"GetItem": 2}
 
 
+@pytest.mark.parametrize("mode", ["error", "drop"])
+def test_proxy_loses_the_answer_of_an_applied_request(
+    fault_proxy: FaultProxy, dynamodb_client: ClientFactory, table_prefix: str, mode: Any
+) -> None:
+    client = dynamodb_client(fault_proxy.endpoint_url)
+    direct = dynamodb_client()
+    table = f"{table_prefix}lose"
+    create_table(client, table)
+    fault_proxy.configure(lose_next=1, lose_mode=mode, operations={"PutItem"})
+
+    client.get_item(TableName=table, Key=key("a"))  # out of scope: lose_next unchanged
+    assert fault_proxy.config.lose_next == 1
+    if mode == "error":
+        with pytest.raises(ClientError) as caught:
+            client.put_item(TableName=table, Item=key("a"))
+        assert caught.value.response["Error"]["Code"] == "InternalServerError"
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    else:
+        with pytest.raises(ConnectionClosedError):
+            client.put_item(TableName=table, Item=key("a"))
+    assert stored_ids(direct, table) == {"a"}  # applied all the same
+    assert fault_proxy.config.lose_next == 0
+    client.put_item(TableName=table, Item=key("b"))  # only the next one was lost
+    assert stored_ids(direct, table) == {"a", "b"}
+    assert fault_proxy.forwarded_counts()["PutItem"] == 2
+    assert fault_proxy.injected() == {"lost": {"PutItem": 1}}
+
+
+def test_proxy_loses_answers_at_a_rate(
+    fault_proxy: FaultProxy, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    client = dynamodb_client(fault_proxy.endpoint_url)
+    direct = dynamodb_client()
+    table = f"{table_prefix}loserate"
+    create_table(client, table)
+    fault_proxy.configure(lose_rate=1.0, operations={"PutItem"})
+    for doc_id in "abc":
+        with pytest.raises(ClientError):
+            client.put_item(TableName=table, Item=key(doc_id))
+    assert stored_ids(direct, table) == {"a", "b", "c"}
+    assert fault_proxy.injected() == {"lost": {"PutItem": 3}}
+    fault_proxy.configure(lose_rate=0.5)
+    lost = 0
+    for i in range(40):
+        try:
+            client.put_item(TableName=table, Item=key(f"r{i}"))
+        except ClientError:
+            lost += 1
+    assert 5 <= lost <= 35  # seeded: the same count every run
+    assert fault_proxy.injected()["lost"]["PutItem"] == 3 + lost
+    assert len(stored_ids(direct, table)) == 43
+
+
+def test_proxy_hold_keeps_requests_until_released(
+    fault_proxy: FaultProxy, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    client = dynamodb_client(fault_proxy.endpoint_url)
+    other = dynamodb_client(fault_proxy.endpoint_url)
+    direct = dynamodb_client()
+    table = f"{table_prefix}hold"
+    create_table(client, table)
+    done = threading.Event()
+
+    def put() -> None:
+        client.put_item(TableName=table, Item=key("held"))
+        done.set()
+
+    with fault_proxy.hold({"PutItem"}) as gate:
+        writer = threading.Thread(target=put)
+        writer.start()
+        assert gate.wait_arrived(1)
+        other.get_item(TableName=table, Key=key("x"))  # other operations pass
+        assert stored_ids(direct, table) == set()  # not forwarded yet
+        assert not done.is_set()
+        gate.release()
+        writer.join()
+    assert done.is_set()
+    assert stored_ids(direct, table) == {"held"}
+    assert gate.arrived == 1
+    other.put_item(TableName=table, Item=key("after"))  # the gate is gone
+    assert gate.arrived == 1
+
+
+def test_proxy_close_releases_held_requests(
+    moto_server: EmbeddedDynamoDB, dynamodb_client: ClientFactory
+) -> None:
+    proxy = FaultProxy(moto_server.endpoint_url)
+    client = dynamodb_client(proxy.endpoint_url)
+    failures: list[BaseException] = []
+
+    def describe() -> None:
+        try:
+            client.describe_table(TableName="nothing-here")
+        except Exception as exc:
+            failures.append(exc)
+
+    gate = proxy.hold({"DescribeTable"})
+    caller = threading.Thread(target=describe)
+    caller.start()
+    assert gate.wait_arrived(1)
+    proxy.close()
+    caller.join()
+    assert len(failures) == 1  # answered (an error), not left hanging
+
+
 def test_fault_config_is_validated(fault_proxy: FaultProxy) -> None:
     with pytest.raises(ValueError, match="throttle_rate"):
         fault_proxy.configure(throttle_rate=1.5)
@@ -480,6 +586,12 @@ def test_fault_config_is_validated(fault_proxy: FaultProxy) -> None:
     assert fault_proxy.config == FaultConfig()
     assert fault_proxy.configure(operations=["GetItem"]).operations == frozenset({"GetItem"})
     assert FaultConfig(operations={"PutItem"}).applies_to("PutItem")  # type: ignore[arg-type]
-    fault_proxy.configure(partial_rate=0.25, operations=None)
+    with pytest.raises(ValueError, match="lose_rate"):
+        fault_proxy.configure(lose_rate=-0.1)
+    with pytest.raises(ValueError, match="lose_next"):
+        FaultConfig(lose_next=-1)
+    with pytest.raises(ValueError, match="lose_mode"):
+        FaultConfig(lose_mode="vanish")  # type: ignore[arg-type]
+    fault_proxy.configure(partial_rate=0.25, lose_rate=0.5, lose_mode="drop", operations=None)
     fault_proxy.clear_faults()
     assert fault_proxy.config == FaultConfig()

@@ -1,4 +1,5 @@
-"""``gateway bench``: the bare DynamoDB service beside the caching gateway, measured.
+"""``gateway bench``: the bare DynamoDB service, the caches users would otherwise write, and
+the caching gateway, measured.
 
 Modules, one idea each:
 
@@ -6,8 +7,13 @@ Modules, one idea each:
 * ``meter``: the items each DynamoDB request touched (batches, pages);
 * ``cost``: request units and on-demand dollars;
 * ``runner``: one backend driven by N threads for D seconds, latencies recorded lock-free;
-* ``report``: rows with ratios against the bare service, a table, JSON and a chart;
-* ``local_redis``: a throw-away ``redis-server`` for the redis and tiered backends;
+* ``stale``: stale reads (older than a write acknowledged before the read began), logged per
+  thread and judged after the run;
+* ``peers``: the ``naive`` (TTLCache behind a lock) and ``dogpile`` (dogpile.cache on Redis)
+  backends, read-through with delete-on-write, for comparison;
+* ``report``: rows with ratios against the bare service and each gateway backend's peer, a
+  table, JSON and a chart;
+* ``local_redis``: a throw-away ``redis-server`` for the dogpile, redis and tiered backends;
 * ``command``: the command itself (where it runs, which backends, cleanup).
 """
 

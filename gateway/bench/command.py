@@ -1,4 +1,11 @@
-"""``gateway bench``: the bare service beside the gateway with each cache, on one workload.
+"""``gateway bench``: the bare service, the caches users would otherwise write, and the gateway
+with each cache, on one workload.
+
+Backends, in their default order: ``bare`` (the `DynamoDBService` alone), the peers
+(`gateway.bench.peers`: ``naive``, a hand-rolled TTLCache behind a lock; ``dogpile``,
+dogpile.cache on Redis), then the gateway's ``memory``, ``redis`` and ``tiered``. Every one is
+checked for stale reads (`gateway.bench.stale`); the documents' acknowledged generations carry
+over from the preload to each backend in turn, since they all share the table.
 
 Where it runs: with no endpoint configured (``--endpoint-url``, ``DYNAMODB_ENDPOINT_URL``, the
 YAML file) it starts the embedded DynamoDB emulator on loopback, in its own process, and stops
@@ -7,7 +14,8 @@ endpoint on ``amazonaws.com`` or ``GATEWAY_USE_AWS=1`` without it is refused, be
 creates a table and every request is billed. Tables carry a prefix unique to the run; on a
 configured endpoint or AWS the bench's table is deleted at the end.
 
-Redis (for the ``redis`` and ``tiered`` backends): the URL of ``--redis-url`` or ``REDIS_URL``,
+Redis (for the ``dogpile``, ``redis`` and ``tiered`` backends): the URL of ``--redis-url`` or
+``REDIS_URL``,
 with a key prefix unique to the run whose keys are deleted afterwards; else a ``redis-server``
 from PATH started on a free loopback port for the run; else those backends are skipped with a
 note.
@@ -37,15 +45,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from gateway.bench.cost import item_size
 from gateway.bench.latency import DEFAULT_LATENCY_MS, LatencyInjector, service_clients
 from gateway.bench.meter import RequestMeter
+from gateway.bench.peers import DogpileCache, NaiveCache, dogpile_missing
 from gateway.bench.report import as_json, build_rows, check_chart_support, table, write_chart
 from gateway.bench.runner import BackendRun, RunConfig, run_backend
 from gateway.config import Settings
 from gateway.errors import ConfigError, ValidationError
 from gateway.factory import build_cache, build_dynamodb_service, build_gateway
-from gateway.workload import WorkloadSpec, key_name, make_document, preload
+from gateway.revisions import parse_generation
+from gateway.workload import WorkloadSpec, key_name, make_document
 
-BACKENDS = ("bare", "memory", "redis", "tiered")
-REDIS_BACKENDS = frozenset({"redis", "tiered"})
+BACKENDS = ("bare", "naive", "dogpile", "memory", "redis", "tiered")
+REDIS_BACKENDS = frozenset({"dogpile", "redis", "tiered"})
 DEFAULT_BACKENDS = ",".join(BACKENDS)
 DEFAULT_DURATION_S = 10.0
 DEFAULT_THREADS = 8
@@ -57,6 +67,8 @@ TIERED_READY_TIMEOUT_S = 5.0
 REDIS_PING_TIMEOUT_S = 1.0
 AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 INSTALL_REDIS_HINT = "pip install 'dynamodb-gateway[redis]'"
+#: Documents per ``save_many`` of the preload (as `gateway.workload.preload`).
+PRELOAD_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -131,7 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--redis-url",
-        help="Redis for redis/tiered (else $REDIS_URL, else a redis-server started for the run)",
+        help="Redis for dogpile/redis/tiered (else $REDIS_URL, else a redis-server started "
+        "for the run)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument("--chart", metavar="FILE.png", help="write a latency and throughput chart")
@@ -226,10 +239,15 @@ def run_bench(args: argparse.Namespace) -> int:
         update={"DYNAMODB_TABLE_PREFIX": f"{base.DYNAMODB_TABLE_PREFIX}bench-{token}-"}
     )
     skipped: dict[str, str] = {}
+    if "dogpile" in options.backends:
+        missing = dogpile_missing()
+        if missing is not None:
+            skipped["dogpile"] = missing
+            notes.print(f"[yellow]note:[/yellow] skipping dogpile: {missing}")
     with contextlib.ExitStack() as stack:
         settings, where = stack.enter_context(_dynamodb(settings, target, notes))
         redis_url = None
-        if REDIS_BACKENDS.intersection(options.backends):
+        if REDIS_BACKENDS.intersection(b for b in options.backends if b not in skipped):
             redis_url = _redis(options, base, stack, notes, skipped)
             if redis_url is not None:
                 root = f"{base.REDIS_KEY_PREFIX}bench-{token}-"
@@ -237,9 +255,15 @@ def run_bench(args: argparse.Namespace) -> int:
         backends = [b for b in options.backends if b not in skipped]
         if target != "embedded":
             stack.callback(_delete_table, settings, options.spec.collection, notes)
-        _preload(settings, options.spec, notes)
+        acknowledged = _preload(settings, options.spec, notes)
         runs = _run_backends(
-            backends, settings, options, redis_url, f"{base.REDIS_KEY_PREFIX}bench-{token}-", notes
+            backends,
+            settings,
+            options,
+            redis_url,
+            f"{base.REDIS_KEY_PREFIX}bench-{token}-",
+            notes,
+            acknowledged,
         )
     item_bytes = _item_bytes(options.spec)
     rows = build_rows(runs, item_bytes=item_bytes, consistent=settings.DYNAMODB_CONSISTENT_READ)
@@ -301,13 +325,14 @@ def _redis(
     notes: Console,
     skipped: dict[str, str],
 ) -> str | None:
-    """The Redis URL for the run, or None (redis and tiered recorded in ``skipped``)."""
-    wanted = [b for b in options.backends if b in REDIS_BACKENDS]
+    """The Redis URL for the run, or None (the Redis backends recorded in ``skipped``)."""
+    wanted = [b for b in options.backends if b in REDIS_BACKENDS and b not in skipped]
 
     def skip(reason: str) -> None:
         for backend in wanted:
             skipped[backend] = reason
-        notes.print(f"[yellow]note:[/yellow] skipping {' and '.join(wanted)}: {reason}")
+        names = " and ".join([", ".join(wanted[:-1]), wanted[-1]] if wanted[:-1] else wanted)
+        notes.print(f"[yellow]note:[/yellow] skipping {names}: {reason}")
 
     try:
         import redis
@@ -369,15 +394,27 @@ def _delete_table(settings: Settings, collection: str, notes: Console) -> None:
         notes.print(f"[yellow]note:[/yellow] could not delete the bench table: {exc}")
 
 
-def _preload(settings: Settings, spec: WorkloadSpec, notes: Console) -> None:
-    """Load every document once (no added latency), shared by all backends."""
+def _preload(settings: Settings, spec: WorkloadSpec, notes: Console) -> dict[str, int]:
+    """Load every document once (no added latency), shared by all backends; the generation of
+    each revision saved (the first baseline of the stale-read check)."""
     started = time.monotonic()
+    generations: dict[str, int] = {}
     with build_dynamodb_service(settings) as service:
-        preload(service, spec)
+        for start in range(0, spec.keys, PRELOAD_BATCH):
+            stop = min(spec.keys, start + PRELOAD_BATCH)
+            revs = service.save_many(
+                spec.collection,
+                {key_name(i): make_document(i, spec.doc_size) for i in range(start, stop)},
+            )
+            for doc_id, rev in revs.items():
+                generation = parse_generation(rev)
+                if generation is not None:
+                    generations[doc_id] = generation
     notes.print(
         f"[dim]loaded {spec.keys:,} documents of {spec.doc_size:,} bytes in "
         f"{time.monotonic() - started:.1f} s[/dim]"
     )
+    return generations
 
 
 def _run_backends(
@@ -387,7 +424,10 @@ def _run_backends(
     redis_url: str | None,
     redis_root: str,
     notes: Console,
+    acknowledged: Mapping[str, int] | None = None,
 ) -> list[BackendRun]:
+    """Run each backend in turn; each inherits the generations the previous ones acknowledged
+    (they share the table), so its stale-read check starts from the table's true state."""
     runs: list[BackendRun] = []
     span = options.run.warmup_s + options.run.duration_s
     progress = Progress(
@@ -410,10 +450,11 @@ def _run_backends(
                     completed = options.run.warmup_s + done * options.run.duration_s
                     progress.update(task, completed=completed, status=f"{ops:,} ops")
 
-            runs.append(
-                _run_one(name, settings, options, redis_url, redis_root + name + ":", report)
+            run = _run_one(
+                name, settings, options, redis_url, redis_root + name + ":", report, acknowledged
             )
-            run = runs[-1]
+            runs.append(run)
+            acknowledged = run.acknowledged
             progress.update(task, completed=span, status=f"{run.ops_per_s:,.0f} ops/s")
     return runs
 
@@ -425,6 +466,7 @@ def _run_one(
     redis_url: str | None,
     redis_prefix: str,
     report: Any,
+    acknowledged: Mapping[str, int] | None = None,
 ) -> BackendRun:
     """Build one backend, drive it, close it."""
     service = build_dynamodb_service(settings)
@@ -433,7 +475,21 @@ def _run_one(
     meter = RequestMeter()
     meter.attach(clients)
     target: Any = service
-    if name != "bare":
+    policy = settings.cache_policy(options.spec.collection)
+    if name == "naive":
+        target = NaiveCache(service, ttl_s=policy.ttl_s, max_items=policy.max_items)
+    elif name == "dogpile":
+        if redis_url is None:  # skipped before: no Redis
+            service.close()
+            raise RuntimeError("dogpile needs a Redis URL")
+        try:
+            target = DogpileCache(
+                service, redis_url=redis_url, key_prefix=redis_prefix, ttl_s=policy.ttl_s
+            )
+        except BaseException:
+            service.close()
+            raise
+    elif name != "bare":
         update: dict[str, Any] = {"CACHE_BACKEND": name}
         if redis_url is not None:
             update.update(REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix)
@@ -456,6 +512,7 @@ def _run_one(
             items=meter.items,
             has_cache=name != "bare",
             progress=report,
+            acknowledged=acknowledged,
         )
 
 

@@ -2,7 +2,11 @@
 
 Every row compares one backend with the bare service run in the same bench (same emulator,
 same key sequences, same injected latency): ops/s, p50 / p99 latency in µs, the cache's hit
-ratio, DynamoDB requests per 1000 operations and the on-demand dollars per million operations.
+ratio, DynamoDB requests per 1000 operations, the on-demand dollars per million operations and
+the stale reads (`gateway.bench.stale`). Each gateway backend is also compared with its peer,
+the cache a user would otherwise write (`PEERS`: the hand-rolled ``naive`` for the in-process
+``memory`` and ``tiered``, ``dogpile`` for ``redis``), when that peer ran: ``vs_peer`` in the
+JSON, its ops/s ratio in the table.
 The chart (``--chart FILE.png``) needs matplotlib, from the ``bench`` extra, imported only then.
 """
 
@@ -28,6 +32,8 @@ from gateway.bench.runner import BackendRun
 from gateway.errors import ConfigError
 
 BARE = "bare"
+#: The peer each gateway backend is compared with (`gateway.bench.peers`).
+PEERS = {"memory": "naive", "tiered": "naive", "redis": "dogpile"}
 CHART_HINT = "pip install 'dynamodb-gateway[bench]'"
 #: Points per backend on the latency CDF (quantiles of the sorted samples).
 CDF_POINTS = 2000
@@ -64,15 +70,32 @@ class Row:
     #: This backend's figure divided by the bare service's (None without a bare run).
     vs_bare: dict[str, float | None] | None
     first_error: str | None
+    #: Reads that answered older than a write acknowledged before they started.
+    stale_reads: int = 0
+    #: Reads that had an acknowledged write to be judged against.
+    checked_reads: int = 0
+    #: The backend this one is compared with in ``vs_peer`` (`PEERS`), when it ran.
+    peer: str | None = None
+    #: This backend's figure divided by its peer's.
+    vs_peer: dict[str, float | None] | None = None
 
 
 def build_rows(runs: Sequence[BackendRun], *, item_bytes: int, consistent: bool) -> list[Row]:
-    """One `Row` per run, with ratios against the run named ``bare`` when there is one."""
+    """One `Row` per run, with ratios against the run named ``bare`` when there is one, and
+    against the backend's peer (`PEERS`) when that ran."""
     rows = [_row(run, item_bytes=item_bytes, consistent=consistent) for run in runs]
-    bare = next((row for row in rows if row.backend == BARE), None)
-    if bare is None:
-        return rows
-    return [_with_ratios(row, bare) for row in rows]
+    by_name = {row.backend: row for row in rows}
+    bare = by_name.get(BARE)
+    out: list[Row] = []
+    for row in rows:
+        update: dict[str, Any] = {}
+        if bare is not None:
+            update["vs_bare"] = _ratios(row, bare)
+        peer = by_name.get(PEERS.get(row.backend, ""))
+        if peer is not None:
+            update.update(peer=peer.backend, vs_peer=_ratios(row, peer))
+        out.append(Row(**{**asdict(row), **update}) if update else row)
+    return out
 
 
 def _row(run: BackendRun, *, item_bytes: int, consistent: bool) -> Row:
@@ -100,6 +123,8 @@ def _row(run: BackendRun, *, item_bytes: int, consistent: bool) -> Row:
         cost_source=source,
         vs_bare=None,
         first_error=run.first_error,
+        stale_reads=run.stale_reads,
+        checked_reads=run.checked_reads,
     )
 
 
@@ -122,12 +147,12 @@ _RATIO_FIELDS = (
 )
 
 
-def _with_ratios(row: Row, bare: Row) -> Row:
+def _ratios(row: Row, other: Row) -> dict[str, float | None]:
     ratios: dict[str, float | None] = {}
     for name in _RATIO_FIELDS:
-        mine, theirs = getattr(row, name), getattr(bare, name)
+        mine, theirs = getattr(row, name), getattr(other, name)
         ratios[name] = float(f"{mine / theirs:.4g}") if theirs else None
-    return Row(**{**asdict(row), "vs_bare": ratios})
+    return ratios
 
 
 def as_json(
@@ -166,21 +191,25 @@ def format_ratio(ratio: float | None) -> str:
 
 
 def table(rows: Sequence[Row], title: str) -> Table:
-    """A rich table of ``rows``; under each figure, its ratio to the bare service's."""
-    result = Table(
-        title=title,
-        caption=f"{TIMES}N: N times the bare service's figure; {DIVIDED}N: 1/N of it.",
-        title_justify="left",
-    )
+    """A rich table of ``rows``; under each figure, its ratio to the bare service's; beside
+    ops/s, the ratio to the peer's (when a peer ran); the stale reads."""
+    show_peer = any(row.vs_peer for row in rows)
+    caption = f"{TIMES}N: N times the bare service's figure; {DIVIDED}N: 1/N of it."
+    if show_peer:
+        caption += " vs peer: ops/s over the named peer's."
+    result = Table(title=title, caption=caption, title_justify="left")
     show_errors = any(row.errors for row in rows)
     result.add_column("backend")
+    result.add_column("ops/s", justify="right")
+    if show_peer:
+        result.add_column("vs\npeer", justify="right")
     for header in (
-        "ops/s",
         "p50 µs",
         "p99 µs",
         "hit ratio",
         "DDB calls\n/1000 ops",
         "$ per\nmillion ops",
+        "stale\nreads",
     ):
         result.add_column(header, justify="right")
     if show_errors:
@@ -190,15 +219,21 @@ def table(rows: Sequence[Row], title: str) -> Table:
         ratio = format_ratio((row.vs_bare or {}).get(field)) if row.backend != BARE else ""
         return f"{text}\n[dim]{ratio}[/dim]" if ratio else text
 
+    def peer_cell(row: Row) -> str:
+        ratio = format_ratio((row.vs_peer or {}).get("ops_per_s"))
+        return f"{ratio}\n[dim]{row.peer}[/dim]" if ratio else ""
+
     for row in rows:
-        cells = [
-            row.backend,
-            cell(row, f"{row.ops_per_s:,.0f}", "ops_per_s"),
+        cells = [row.backend, cell(row, f"{row.ops_per_s:,.0f}", "ops_per_s")]
+        if show_peer:
+            cells.append(peer_cell(row))
+        cells += [
             cell(row, _micros(row.p50_us), "p50_us"),
             cell(row, _micros(row.p99_us), "p99_us"),
             "-" if row.hit_ratio is None else f"{row.hit_ratio:.1%}",
             cell(row, f"{row.db_calls_per_1000_ops:,.1f}", "db_calls_per_1000_ops"),
             cell(row, f"{row.dollars_per_million_ops:.3f}", "dollars_per_million_ops"),
+            f"[bold red]{row.stale_reads:,}[/bold red]" if row.stale_reads else "0",
         ]
         if show_errors:
             cells.append(f"{row.errors:,}")

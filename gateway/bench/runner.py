@@ -12,6 +12,10 @@ path takes no lock and allocates nothing but the rare next chunk. Reads, writes 
 counted per thread too. The calling thread reads ``stats()`` (hits, misses, DynamoDB calls by
 operation) and the request meter when every worker stands still, before and after the measured
 window, and reports the differences.
+
+Stale reads (`gateway.bench.stale`): each thread also logs, in its own `StaleLog`, every
+acknowledged write (warm-up included) and every read of the window with its start time; the
+logs are judged after the threads are joined, so checking adds no lock to the hot path.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.bench.cost import RequestUnits, units_from_consumed
+from gateway.bench.stale import StaleLog, check
 from gateway.workload import Workload, WorkloadSpec, key_name
 
 #: Latency samples per preallocated buffer (8 bytes each: 512 KiB a chunk).
@@ -82,6 +87,13 @@ class BackendRun:
     #: Capacity consumed as reported by ``stats()["consumed_capacity"]``, when it is.
     consumed: RequestUnits | None = None
     first_error: str | None = None
+    #: Reads of the window that answered older than a write acknowledged before they started.
+    stale_reads: int = 0
+    #: Reads of the window that had an acknowledged write to be judged against.
+    checked_reads: int = 0
+    #: Document id → highest generation acknowledged by the end (the baseline included): the
+    #: baseline of the next backend run on the same table.
+    acknowledged: dict[str, int] = field(default_factory=dict)
 
     @property
     def operations(self) -> int:
@@ -132,6 +144,7 @@ class _Worker:
     progress: int = 0
     first_error: str | None = None
     crashed: bool = False
+    stale_log: StaleLog = field(default_factory=StaleLog)
 
     def latencies(self) -> list[float]:
         if not self.chunks:
@@ -168,11 +181,14 @@ def run_backend(
     has_cache: bool = True,
     progress: ProgressCallback | None = None,
     clock_ns: Callable[[], int] = time.perf_counter_ns,
+    acknowledged: Mapping[str, int] | None = None,
 ) -> BackendRun:
     """Drive ``service`` (a `DatabaseService`) with ``spec`` and measure it.
 
     ``stats`` defaults to ``service.stats``; ``items`` reports the items touched per DynamoDB
-    operation (a `RequestMeter`); ``has_cache`` is False for the bare service (no hit ratio).
+    operation (a `RequestMeter`); ``has_cache`` is False for the bare service (no hit ratio);
+    ``acknowledged`` maps document ids to the generation last acknowledged before this run
+    (the preload's, the previous backends'), which no read may answer older than.
     """
     stats = stats or service.stats
     if config.read_every_key:
@@ -222,6 +238,9 @@ def run_backend(
     for worker in workers:
         latencies.extend(worker.latencies())
     latencies.sort()
+    index_of = {key_name(i): i for i in range(spec.keys)}
+    baseline = {index_of[k]: g for k, g in (acknowledged or {}).items() if k in index_of}
+    stale = check((w.stale_log for w in workers), baseline)
     consumed_before = units_from_consumed(before.get("consumed_capacity"))
     consumed_after = units_from_consumed(after.get("consumed_capacity"))
     consumed = (
@@ -242,6 +261,9 @@ def run_backend(
         db_items=_difference(items_before, items_after),
         consumed=consumed,
         first_error=_first_error(workers),
+        stale_reads=stale.stale,
+        checked_reads=stale.checked,
+        acknowledged={key_name(i): g for i, g in sorted(stale.acknowledged.items())},
     )
 
 
@@ -290,7 +312,7 @@ def _work(
 ) -> None:
     """A worker thread; a failure outside an operation breaks the barriers so nobody waits."""
     try:
-        _warm_up(service, workload, schedule, clock_ns)
+        _warm_up(service, workload, worker.stale_log, schedule, clock_ns)
         schedule.ready.wait()
         schedule.go.wait()
         _measure(service, workload, worker, schedule.deadline_ns, clock_ns)
@@ -304,9 +326,14 @@ def _work(
 
 
 def _warm_up(
-    service: Any, workload: Workload, schedule: _Schedule, clock_ns: Callable[[], int]
+    service: Any,
+    workload: Workload,
+    log: StaleLog,
+    schedule: _Schedule,
+    clock_ns: Callable[[], int],
 ) -> None:
-    """Unmeasured operations until the warm-up deadline (errors show again in the window)."""
+    """Unmeasured operations until the warm-up deadline (errors show again in the window);
+    its acknowledged writes are logged: a read of the window must not answer older."""
     collection = workload.spec.collection
     while clock_ns() < schedule.warm_deadline_ns:
         op = workload.next()
@@ -314,7 +341,8 @@ def _warm_up(
             if op.kind == "read":
                 service.get(collection, op.doc_id)
             else:
-                service.save(collection, op.doc_id, workload.document_for(op))
+                result = service.save(collection, op.doc_id, workload.document_for(op))
+                log.write(op.index, clock_ns(), result)
         except Exception:
             continue
 
@@ -326,12 +354,28 @@ def _measure(
     deadline: int,
     clock_ns: Callable[[], int],
 ) -> None:
-    """The measured loop: one latency sample per successful operation, no lock taken."""
+    """The measured loop: one latency sample per successful operation, no lock taken.
+
+    Each successful read also logs its key, start time and ``_rev``, each successful write its
+    key, return time and ``rev``, into the thread's `StaleLog` (appends to its own arrays,
+    bound ahead: about 0.15 µs an operation; the revisions are parsed after the run).
+    """
     collection = workload.spec.collection
     get = service.get
     save = service.save
     next_op = workload.next
     document_for = workload.document_for
+    log = worker.stale_log
+    read_key, read_start, read_rev = (
+        log.read_keys.append,
+        log.read_starts.append,
+        log.read_revs.append,
+    )
+    write_key, write_ack, write_rev = (
+        log.write_keys.append,
+        log.write_acks.append,
+        log.write_revs.append,
+    )
     buffer = _new_chunk()
     worker.chunks.append(buffer)
     used = 0
@@ -341,7 +385,7 @@ def _measure(
         if op.kind == "read":
             started = clock_ns()
             try:
-                get(collection, op.doc_id)
+                doc = get(collection, op.doc_id)
             except Exception as exc:
                 ended = clock_ns()
                 errors += 1
@@ -351,11 +395,14 @@ def _measure(
                 reads += 1
                 buffer[used] = (ended - started) / 1000.0
                 used += 1
+                read_key(op.index)
+                read_start(started)
+                read_rev(None if doc is None else doc.get("_rev", ""))
         else:
             doc = document_for(op)
             started = clock_ns()
             try:
-                save(collection, op.doc_id, doc)
+                result = save(collection, op.doc_id, doc)
             except Exception as exc:
                 ended = clock_ns()
                 errors += 1
@@ -365,6 +412,9 @@ def _measure(
                 writes += 1
                 buffer[used] = (ended - started) / 1000.0
                 used += 1
+                write_key(op.index)
+                write_ack(ended)
+                write_rev(result.get("rev"))
         if used == CHUNK_SAMPLES:
             buffer = _new_chunk()
             worker.chunks.append(buffer)

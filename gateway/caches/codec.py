@@ -5,17 +5,21 @@ only ever produces ``str``, ``Decimal``, ``int``, ``float``, ``bool``, ``None``,
 ``bytearray``, `Binary`, ``list``, ``tuple``, ``dict``, ``set`` and ``frozenset``, and anything
 malformed raises `CacheCodecError` (which backends turn into a MISS and an error count).
 
-Wire format (version 1)
+Wire format (version 2)
 -----------------------
 
 An ASCII header of ``|``-terminated fields, the revision, then the body::
 
-    v1|<kind>|<generation>|<stored_at>|<rev length>|<rev>|<body>
+    v2|<ver>|<uver>|<intents>|<kind>|<generation>|<stored_at>|<rev length>|<rev>|<body>
 
-* ``v1`` — the format version (`MAX_VERSION` is the newest this module reads). Every version
-  keeps this header layout so that the Redis compare-and-set script (`HEADER_LUA_PATTERN`) can
-  read the kind, generation and revision of any entry without decoding its body.
-* ``<kind>`` — one digit, the `Kind` value (1 document, 2 absent, 3 quarantine).
+* ``v2`` — the format version (`MAX_VERSION` is the newest this module reads; version 1, which
+  had no ``<ver>`` and ``<intents>``, is refused: its entries read as misses).
+* ``<ver>``, ``<uver>`` — the record's versions (see `gateway.caches.base`), non-negative
+  integers.
+* ``<intents>`` — the write intents in flight, ``<id>:<deadline ms>:<o or u>`` (ordered or
+  not) joined by ``,`` (empty for none). Only the Redis scripts write ``<uver>`` and
+  ``<intents>`` (`RECORD_LUA_PATTERN` reads the three fields); decoding skips them.
+* ``<kind>`` — one digit, the `Kind` value (1 document, 2 absent, 3 floor: no answer).
 * ``<generation>`` — the generation in canonical decimal (``-?[0-9]+``, no leading zeros).
 * ``<stored_at>`` — ``repr`` of the float ``stored_at`` (bit-exact).
 * ``<rev length>`` — the UTF-8 length of the revision in bytes, or empty when ``rev`` is None
@@ -68,11 +72,11 @@ from gateway.caches.base import Entry, Kind
 from gateway.caches.errors import CacheCodecError
 
 #: The newest format version this module reads (and the one it writes).
-MAX_VERSION: Final = 1
+MAX_VERSION: Final = 2
 
-#: A Lua pattern (for ``string.match``) that reads the header of an entry of any version:
-#: captures the kind, the generation, the rev-length field, then the position of the rev.
-HEADER_LUA_PATTERN: Final = "^v%d+|(%d)|(%-?%d+)|[^|]*|(%d*)|()"
+#: A Lua pattern (for ``string.match``) that reads a record's versions and intents, then the
+#: position where the entry proper (``<kind>|...``) starts.
+RECORD_LUA_PATTERN: Final = "^v2|(%d+)|(%d+)|([^|]*)|()"
 
 _VERSION_FIELD: Final = b"v%d" % MAX_VERSION
 _KINDS: Final = {b"%d" % kind: kind for kind in Kind}
@@ -115,8 +119,12 @@ def encode_entry(entry: Entry) -> bytes:
             rev_field = b"%d|%s|" % (len(rev_bytes), rev_bytes)
         else:
             raise CacheCodecError(f"rev must be a str or None, not {type(rev).__name__}")
-        header = b"%s|%d|%d|%s|" % (
+        ver = entry.ver
+        if type(ver) is not int or ver < 0:
+            raise CacheCodecError(f"ver must be a non-negative int, not {ver!r}")
+        header = b"%s|%d|0||%d|%d|%s|" % (
             _VERSION_FIELD,
+            ver,
             kind,
             generation,
             float.__repr__(stored_at).encode("ascii"),
@@ -337,12 +345,24 @@ _PATCH_JSON: Final = json.JSONDecoder(parse_constant=_reject_constant)
 def decode_entry(data: bytes) -> Entry:
     """The `Entry` encoded in ``data``; raises `CacheCodecError` if ``data`` is not one."""
     try:
-        fields = data.split(b"|", 5)
-        if len(fields) != 6:
+        fields = data.split(b"|", 8)
+        if fields[0] != _VERSION_FIELD:  # first: another version's header has other fields
+            raise CacheCodecError(_version_problem(fields[0]))
+        if len(fields) != 9:
             raise CacheCodecError("not a cache entry: truncated header")
-        version, kind_field, generation_field, stored_field, rev_length, rest = fields
-        if version != _VERSION_FIELD:
-            raise CacheCodecError(_version_problem(version))
+        (
+            _version,
+            ver_field,
+            uver_field,
+            _intents,
+            kind_field,
+            generation_field,
+            stored_field,
+            rev_length,
+            rest,
+        ) = fields
+        if not ver_field.isdigit() or not uver_field.isdigit():  # as RECORD_LUA_PATTERN
+            raise CacheCodecError(f"bad versions {ver_field!r}, {uver_field!r} in a cache record")
         kind = _KINDS.get(kind_field)
         if kind is None:
             raise CacheCodecError(f"bad kind {kind_field!r} in a cache entry")
@@ -367,7 +387,7 @@ def decode_entry(data: bytes) -> Entry:
             if text[:1] != _SEP:
                 raise CacheCodecError("not a cache entry: bad revision field")
         document = _decode_body(text, start + 1)
-        return Entry(kind, generation, rev, document, stored_at)
+        return Entry(kind, generation, rev, document, stored_at, int(ver_field))
     except CacheCodecError:
         raise
     except Exception as exc:  # anything else malformed: UnicodeError, ValueError, deep nesting
@@ -377,8 +397,9 @@ def decode_entry(data: bytes) -> Entry:
 def _version_problem(version: bytes) -> str:
     if version[:1] == b"v" and version[1:].isdigit():
         return (
-            f"cache entry of format version {int(version[1:])}; this gateway reads up to "
-            f"version {MAX_VERSION} (a newer gateway shares this cache?)"
+            f"cache entry of format version {int(version[1:])}; this gateway reads version "
+            f"{MAX_VERSION} (another gateway release shares this cache? give each release its "
+            "own cache.redis_key_prefix)"
         )
     return "not a cache entry: bad version field"
 
@@ -522,4 +543,4 @@ def _convert(code: str, value: Any) -> Any:
     return set_type(conv(item) for conv, item in zip(converters, value, strict=True))  # type: ignore[misc]
 
 
-__all__ = ["HEADER_LUA_PATTERN", "MAX_VERSION", "decode_entry", "encode_entry"]
+__all__ = ["MAX_VERSION", "RECORD_LUA_PATTERN", "decode_entry", "encode_entry"]

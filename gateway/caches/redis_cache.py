@@ -4,12 +4,15 @@ Each key is stored under ``key_prefix + key`` as one Redis string holding an ent
 format of `gateway.caches.codec` (safe to decode: no pickle). Reads are a single ``GET`` (or one
 ``MGET``) plus a decode; a value that does not decode counts an error and reads as a MISS.
 
-Fills and writes follow the rules of `gateway.caches.base` (``fill_allowed``,
-``write_decision``) atomically *inside Redis*: a Lua script reads the header of the current
-entry (kind, generation, revision — never the JSON body), decides, and stores with ``PX`` in
-the same step, so no interleaving of instances can put an older copy over a newer one. Several
-puts go out as one non-transactional pipeline of ``EVALSHA`` calls (one round trip). The script
-treats a value whose header it cannot read as absent, like `get` does.
+Fills, write intents, write ends and invalidations follow the rules of `gateway.caches.base`
+atomically *inside Redis*: each is a Lua script (`FILL_SCRIPT`, `BEGIN_SCRIPT`, `END_SCRIPT`,
+`INVALIDATE_SCRIPT`, built on `LUA_RECORD_FUNCTIONS`, a line-by-line mirror of
+`gateway.caches.base.Model`) that reads the record's header (version and intents — never the
+JSON body), decides, and stores with ``PX`` in the same step, so no interleaving of instances
+can put an older copy over a newer one. Deadlines and versions come from Redis's own clock
+(``TIME``), so the instances' clocks never enter the rules. Several calls go out as one
+non-transactional pipeline of ``EVALSHA`` calls (one round trip). A value whose header the
+scripts cannot read is treated as no record, like `get` treats it as a miss.
 
 Failures are never swallowed here: every Redis error (refused connection, timeout, ``-ERR``...)
 is counted in ``stats()["errors"]`` and raised as `CacheUnavailable`, chained to the redis-py
@@ -28,8 +31,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -46,8 +48,22 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from gateway.caches.base import MISS, Entry, Kind, Miss, Put
-from gateway.caches.codec import HEADER_LUA_PATTERN, decode_entry, encode_entry
+from gateway.caches.base import (
+    DEFAULT_FLOOR_TTL_S,
+    DROPPED,
+    KEPT,
+    LATE,
+    MISS,
+    NO_RECORD,
+    STORED,
+    End,
+    Entry,
+    Fill,
+    Kind,
+    Miss,
+    Outcome,
+)
+from gateway.caches.codec import RECORD_LUA_PATTERN, decode_entry, encode_entry
 from gateway.caches.errors import CacheCodecError, CacheUnavailable
 from gateway.errors import ConfigError
 
@@ -65,128 +81,200 @@ _CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster", "redis-cluster", "
 _CLUSTER_REPLIES: Final = ("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT", "TRYAGAIN")
 _GLOB_SPECIALS: Final = re.compile(rb"([\\*?\[\]])")
 
-_FILL: Final = "f"
-_WRITE: Final = "w"
-# What the script answers.
-_KEPT: Final = 0
-_STORED: Final = 1
-_DROPPED: Final = 2
+#: What the end script answers, by `Outcome`.
+_OUTCOMES: Final[dict[int, Outcome]] = {0: DROPPED, 1: STORED, 2: LATE, 3: KEPT}
 
-#: Lua: ``header(value)`` -> kind (a digit, as a string), generation (decimal string) and a
-#: revision token (equal tokens = equal revisions, None included), or nil if ``value`` does not
-#: start with a valid header (see `gateway.caches.codec`).
-LUA_HEADER_FUNCTION: Final = f"""
-local function header(v)
-  local kind, gen, revlen, pos = string.match(v, '{HEADER_LUA_PATTERN}')
-  if not kind then return nil end
-  local n = tonumber(revlen) or 0
-  if string.sub(v, pos + n, pos + n) ~= '|' then return nil end
-  return kind, gen, revlen .. ':' .. string.sub(v, pos, pos + n - 1)
+#: The entry part (after ``v2|<ver>|<uver>|<intents>|``) of a floor: kind 3, no revision, no
+#: body.
+FLOOR_REST: Final = encode_entry(Entry(Kind.FLOOR, 0)).split(b"|", 4)[4].decode()
+
+#: The Lua mirror of `gateway.caches.base.Model`. Every script starts with these functions;
+#: times are Redis's own (``TIME``), in milliseconds for deadlines and microseconds for
+#: versions (a hybrid clock: ``max(previous + 1, now)``, so a version never repeats, even
+#: after the record expired and came back). Numbers stay below 2**53: exact in Lua's doubles.
+LUA_RECORD_FUNCTIONS: Final = f"""
+local FLOOR = '{FLOOR_REST}'
+local function fmt(n) return string.format('%.0f', n) end
+local function parse(v)
+  if not v then return nil end
+  local ver, uver, intents, pos = string.match(v, '{RECORD_LUA_PATTERN}')
+  if not ver then return nil end
+  local t = {{}}
+  for id, d, o in string.gmatch(intents, '([%w]+):(%d+):([ou])') do
+    t[id] = {{tonumber(d), o == 'o'}}
+  end
+  return {{ver = tonumber(ver), uver = tonumber(uver), intents = t, rest = string.sub(v, pos)}}
+end
+local function load(key)
+  local r = parse(redis.call('GET', key))
+  if not r then r = {{ver = 0, uver = 0, intents = {{}}, rest = FLOOR, missing = true}} end
+  return r
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function bump(r, unordered)
+  if r.ver + 1 > now_us then r.ver = r.ver + 1 else r.ver = now_us end
+  if unordered then r.uver = r.ver end
+end
+local function has_intents(r) return next(r.intents) ~= nil end
+local function has_unordered(r)
+  for _, it in pairs(r.intents) do if not it[2] then return true end end
+  return false
+end
+local function last_deadline(r)
+  local m = 0
+  for _, it in pairs(r.intents) do if it[1] > m then m = it[1] end end
+  return m
+end
+local function expire_intents(r)
+  local dead = false
+  for id, it in pairs(r.intents) do
+    if it[1] <= now then r.intents[id] = nil; dead = true end
+  end
+  if dead then r.rest = FLOOR; bump(r, true) end
+  return dead
+end
+local function entry_generation(rest)
+  local kind, gen = string.match(rest, '^(%d)|(%-?%d+)|')
+  if not kind or kind == '3' then return nil end
+  return gen
+end
+-- Generations are canonical decimal text, compared exactly (a double cannot tell 2**60 from
+-- 2**60 + 1): by sign, then length, then digits. Answers a >= b.
+local function generation_at_least(a, b)
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return nb end
+  if a == b then return true end
+  local greater
+  if #a ~= #b then greater = #a > #b else greater = a > b end
+  if na then return not greater end
+  return greater
+end
+local function save(key, r, ttl)
+  local parts = {{}}
+  for id, it in pairs(r.intents) do
+    parts[#parts + 1] = id .. ':' .. fmt(it[1]) .. ':' .. (it[2] and 'o' or 'u')
+  end
+  table.sort(parts)
+  local value = 'v2|' .. fmt(r.ver) .. '|' .. fmt(r.uver) .. '|' .. table.concat(parts, ',')
+    .. '|' .. r.rest
+  if ttl < 0 then redis.call('SET', key, value)
+  else redis.call('SET', key, value, 'PX', math.max(1, ttl)) end
+end
+local function keep_ttl(r, ttl)
+  if has_intents(r) then return last_deadline(r) - now end
+  return ttl
+end
+local function floor(key, r, floor_ms)
+  r.rest = FLOOR
+  bump(r, true)
+  save(key, r, math.max(now + floor_ms, last_deadline(r)) - now)
 end
 """
 
-#: The compare-and-set script. KEYS[1]: the key; ARGV[1]: the new entry (encoded); ARGV[2]: its
-#: TTL in milliseconds (see `_ttl_ms`: 0 stores nothing but still removes the entry the new one
-#: beat, -1 never expires); ARGV[3]: "f" (fill: `fill_allowed`) or "w" (write:
-#: `write_decision`). Answers 1 (stored), 0 (kept the current entry) or 2 (dropped: deleted).
-#: Generations are compared as decimal strings (sign, length, then digits): Lua numbers are
-#: doubles and would lose precision above 2**53.
-CAS_SCRIPT: Final = (
-    LUA_HEADER_FUNCTION
-    + f"""
-local function compare(a, b)
-  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
-  if na ~= nb then return na and -1 or 1 end
-  local r
-  if #a ~= #b then r = (#a < #b) and -1 or 1
-  elseif a == b then return 0
-  else r = (a < b) and -1 or 1 end
-  if na then return -r end
-  return r
+#: KEYS[1]: the key. ARGV: the entry (encoded), its TTL (ms, see `_ttl_ms`), the reader's
+#: token. Answers 0 (refused), or the TTL the entry was stored with: ms (shorter than asked
+#: while writes are in flight), -1 for none. `Model.fill`.
+FILL_SCRIPT: Final = (
+    LUA_RECORD_FUNCTIONS
+    + """
+local key, ttl, token = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local new = parse(ARGV[1])
+if not new then return redis.error_reply('gateway: the new cache entry has no valid header') end
+if ttl == 0 then return 0 end
+local r = load(key)
+if r.missing then
+  if token ~= 0 then return 0 end
+else
+  local left = redis.call('PTTL', key)
+  if expire_intents(r) then save(key, r, left) end
+  if r.ver ~= token then return 0 end
 end
-local key, new, ttl, mode = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local nkind, ngen, nrev = header(new)
-if not nkind then return redis.error_reply('gateway: the new cache entry has no valid header') end
-local ckind, cgen, crev
-local probe = redis.call('GETRANGE', key, 0, {HEADER_PROBE_BYTES - 1})
-if #probe > 0 then
-  ckind, cgen, crev = header(probe)
-  if not ckind and #probe == {HEADER_PROBE_BYTES} then
-    ckind, cgen, crev = header(redis.call('GET', key))
-  end
-end
-local action = 'store'
-if ckind then
-  if mode == 'f' then
-    if ckind == '{int(Kind.QUARANTINE)}' then action = 'keep'
-    else
-      local c = compare(ngen, cgen)
-      -- same generation, revision and kind: the same content, so refresh stored_at and TTL
-      if c < 0 or (c == 0 and (nrev ~= crev or nkind ~= ckind)) then action = 'keep' end
-    end
-  elseif ckind == '{int(Kind.QUARANTINE)}' then
-    -- a marker carries the highest generation it displaced (see base.write_decision)
-    if compare(ngen, cgen) < 0 then action = 'keep' end
-  else
-    local c = compare(ngen, cgen)
-    if c < 0 then action = 'keep'
-    elseif c == 0 then
-      if nrev ~= crev then action = 'drop' else action = 'keep' end
-    end
-  end
-end
-if action == 'store' then
-  if ttl > 0 then
-    redis.call('SET', key, new, 'PX', ttl)
-  elseif ttl < 0 then
-    redis.call('SET', key, new)
-  else
-    redis.call('UNLINK', key)
-  end
-  return {_STORED}
-elseif action == 'drop' then
-  redis.call('UNLINK', key)
-  return {_DROPPED}
-end
-return {_KEPT}
+r.rest = new.rest
+local kept = keep_ttl(r, ttl)
+save(key, r, kept)
+if kept < 0 then return -1 end
+return math.max(1, kept)
 """
 )
 
+#: KEYS: the keys. ARGV: the intent id, its TTL (ms), "1" if the write is ordered. Answers
+#: each key's token. `Model.begin`.
+BEGIN_SCRIPT: Final = (
+    LUA_RECORD_FUNCTIONS
+    + """
+local intent, ttl, ordered = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local out = {}
+for i, key in ipairs(KEYS) do
+  local r = load(key)
+  expire_intents(r)
+  r.intents[intent] = {now + ttl, ordered}
+  bump(r, not ordered)
+  save(key, r, last_deadline(r) - now)
+  if ordered then out[i] = r.uver else out[i] = r.ver end
+end
+return out
+"""
+)
 
-#: The quarantine script. KEYS: the keys; ARGV[1]: the marker (encoded); ARGV[2]: its TTL in
-#: milliseconds (as for `CAS_SCRIPT`). Each key gets the marker, except that a marker already
-#: there that outlives the new one is kept; with a TTL of 0 no marker is set but the entry is
-#: still removed (the memory backend's rules).
-QUARANTINE_SCRIPT: Final = (
-    LUA_HEADER_FUNCTION
-    + f"""
-local marker, ttl = ARGV[1], tonumber(ARGV[2])
-for _, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
-  local kind, gen = nil, '0'
-  if current then
-    local k, g = header(current)
-    if k then kind, gen = k, g end
-  end
-  local keep = false
-  if kind == '{int(Kind.QUARANTINE)}' then
-    local left = redis.call('PTTL', key)
-    keep = left == -1 or (ttl >= 0 and left >= ttl)
-  end
-  if not keep then
-    -- The marker remembers the generation it displaces: an older write arriving late must
-    -- not replace it (base.write_decision).
-    local stamped = string.gsub(marker, '^(v%d+|%d|)%-?%d+', '%1' .. gen, 1)
-    if ttl > 0 then
-      redis.call('SET', key, stamped, 'PX', ttl)
-    elseif ttl < 0 then
-      redis.call('SET', key, stamped)
-    else
-      redis.call('UNLINK', key)
+#: KEYS[1]: the key. ARGV: intent id, token, the entry written (encoded; '' if none), its TTL
+#: (ms), the floor TTL (ms). Answers 1 (stored), 3 (kept), 0 (dropped) or 2 (late).
+#: `Model.end`.
+END_SCRIPT: Final = (
+    LUA_RECORD_FUNCTIONS
+    + """
+local key, intent, token = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local ttl, floor_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local r = load(key)
+expire_intents(r)
+local mine = r.intents[intent]
+if not mine then floor(key, r, floor_ms) return 2 end
+r.intents[intent] = nil
+if ARGV[3] ~= '' and ttl ~= 0 then
+  local new = parse(ARGV[3])
+  if not new then return redis.error_reply('gateway: the new cache entry has no valid header') end
+  if mine[2] then
+    if r.uver == token and not has_unordered(r) then
+      local current = entry_generation(r.rest)
+      if current and generation_at_least(current, entry_generation(new.rest)) then
+        save(key, r, keep_ttl(r, ttl))
+        return 3
+      end
+      r.rest = new.rest
+      bump(r, false)
+      save(key, r, keep_ttl(r, ttl))
+      return 1
     end
+  elseif not has_intents(r) and r.ver == token then
+    r.rest = new.rest
+    bump(r, true)
+    save(key, r, keep_ttl(r, ttl))
+    return 1
   end
 end
-return #KEYS
+floor(key, r, floor_ms)
+return 0
+"""
+)
+
+#: KEYS: the keys. ARGV[1]: the floor TTL (ms). Answers how many keys held an entry.
+#: `Model.invalidate`.
+INVALIDATE_SCRIPT: Final = (
+    LUA_RECORD_FUNCTIONS
+    + """
+local floor_ms = tonumber(ARGV[1])
+local dropped = 0
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'string' or kind == 'none' then  -- never a key of another shape (a registry)
+    local r = load(key)
+    expire_intents(r)
+    if r.rest ~= FLOOR then dropped = dropped + 1 end
+    floor(key, r, floor_ms)
+  end
+end
+return dropped
 """
 )
 
@@ -221,8 +309,8 @@ class RedisCache:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        wall_clock: Callable[[], float] = time.time,
         *,
+        floor_ttl_s: float = DEFAULT_FLOOR_TTL_S,
         probe: bool = True,
     ) -> None:
         """Connect lazily to the Redis at ``url``.
@@ -230,7 +318,8 @@ class RedisCache:
         ``url`` is ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, or
         ``unix://``. Connections come from a blocking pool of ``max_connections``; connecting,
         every command and waiting for a free connection are each bounded by ``timeout_s``.
-        ``wall_clock`` stamps the quarantine markers' ``stored_at``. With ``probe``, one
+        ``floor_ttl_s``: how long a dropped entry's record stays as a floor (see
+        `gateway.caches.base`); it must exceed the gateway's fill deadline. With ``probe``, one
         ``INFO cluster`` (bounded by ``timeout_s``) refuses a Redis Cluster and a wrong password
         with `ConfigError` right away; an unreachable server is not an error here.
         """
@@ -255,7 +344,7 @@ class RedisCache:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         client = redis.Redis(connection_pool=pool)
-        self._setup(client, key_prefix, wall_clock, owns_client=True)
+        self._setup(client, key_prefix, floor_ttl_s, owns_client=True)
         if probe:
             try:
                 self.probe()
@@ -268,8 +357,8 @@ class RedisCache:
         cls,
         client: redis.Redis,
         key_prefix: str = DEFAULT_KEY_PREFIX,
-        wall_clock: Callable[[], float] = time.time,
         *,
+        floor_ttl_s: float = DEFAULT_FLOOR_TTL_S,
         probe: bool = True,
     ) -> RedisCache:
         """A cache on an existing client (its pool, timeouts and retries are used as they are).
@@ -282,7 +371,7 @@ class RedisCache:
         if kwargs.get("decode_responses"):
             raise ConfigError("RedisCache needs a client with decode_responses=False")
         self = cls.__new__(cls)
-        self._setup(client, key_prefix, wall_clock, owns_client=False)
+        self._setup(client, key_prefix, floor_ttl_s, owns_client=False)
         if probe:
             self.probe()
         return self
@@ -291,17 +380,23 @@ class RedisCache:
         self,
         client: redis.Redis,
         key_prefix: str,
-        wall_clock: Callable[[], float],
+        floor_ttl_s: float,
         owns_client: bool,
     ) -> None:
         if not isinstance(key_prefix, str):
             raise ConfigError(f"RedisCache key_prefix must be a str, not {key_prefix!r}")
+        if not (floor_ttl_s > 0 and math.isfinite(floor_ttl_s)):
+            raise ConfigError(
+                f"RedisCache floor_ttl_s must be a positive number, not {floor_ttl_s}"
+            )
+        self.floor_ttl_s = float(floor_ttl_s)
         self._client = client
         self._prefix = key_prefix
-        self._wall_clock = wall_clock
         self._owns_client = owns_client
-        self._cas = client.register_script(CAS_SCRIPT)
-        self._quarantine = client.register_script(QUARANTINE_SCRIPT)
+        self._fill = client.register_script(FILL_SCRIPT)
+        self._begin = client.register_script(BEGIN_SCRIPT)
+        self._end = client.register_script(END_SCRIPT)
+        self._invalidate = client.register_script(INVALIDATE_SCRIPT)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = dict.fromkeys(
             (
@@ -312,6 +407,7 @@ class RedisCache:
                 "writes_stored",
                 "writes_kept",
                 "writes_dropped",
+                "writes_late",
             ),
             0,
         )
@@ -386,69 +482,107 @@ class RedisCache:
                 results.append(MISS)
         return results
 
-    # -- puts -------------------------------------------------------------------------------
+    def read_token(self, key: str, seen: Entry | Miss) -> int:
+        """The version of the record the reader saw (`NO_RECORD` if there was none)."""
+        return NO_RECORD if seen is MISS else seen.ver
 
-    def fill_many(self, puts: Sequence[Put]) -> None:
-        """Store results of reads, never over an equal-or-newer entry or a quarantine.
+    # -- the rules (gateway.caches.base), in Lua ----------------------------------------------
+
+    def fill_many(self, fills: Sequence[Fill]) -> None:
+        """Store results of reads whose token still holds (one pipeline of script calls).
 
         Every entry is encoded before anything is sent: an entry the codec cannot encode
         raises `CacheCodecError` and nothing is stored.
         """
-        results = self._compare_and_set(puts, _FILL)
-        stored = results.count(_STORED)
-        self._count(fills_stored=stored, fills_refused=len(results) - stored)
+        self.fill_results(fills)
 
-    def write_many(self, puts: Sequence[Put]) -> None:
-        """Store results of acknowledged writes (rules: `gateway.caches.base`)."""
-        results = self._compare_and_set(puts, _WRITE)
-        self._count(
-            writes_stored=results.count(_STORED),
-            writes_kept=results.count(_KEPT),
-            writes_dropped=results.count(_DROPPED),
-        )
+    def fill_results(self, fills: Sequence[Fill]) -> list[int | None]:
+        """`fill_many`, answering for each fill None if Redis refused it, else the TTL Redis
+        stored it with (ms, as ``PTTL`` answers: -1 for none; while writes are in flight it is
+        cut to their last deadline)."""
+        if not fills:
+            return []
+        prefix = self._prefix
+        calls = [
+            ([prefix + f.key], (encode_entry(f.entry), _ttl_ms(f.ttl_s), f.token)) for f in fills
+        ]
+        answers = self._run_scripts(self._fill, FILL_SCRIPT, calls, "fill")
+        results = [None if int(r) == 0 else int(r) for r in answers]
+        refused = results.count(None)
+        self._count(fills_stored=len(results) - refused, fills_refused=refused)
+        return results
 
-    def quarantine_many(self, keys: Sequence[str], ttl_s: float) -> None:
-        """Mark keys as being written: reads go to DynamoDB and fills are refused.
-
-        The marker replaces the key's entry, unless a marker already there outlives it. With
-        ``ttl_s <= 0`` no marker is set but the entry is still removed. One script call per
-        `SCAN_BATCH_KEYS` keys, all in one pipeline.
-        """
+    def begin_write(
+        self, keys: Sequence[str], intent: str, ttl_s: float, ordered: bool = False
+    ) -> list[int]:
+        """Register ``intent`` on each key (one script call per `SCAN_BATCH_KEYS` keys, one
+        pipeline); the tokens, in order."""
         if not keys:
-            return
-        marker = encode_entry(Entry(Kind.QUARANTINE, 0, None, None, float(self._wall_clock())))
-        ttl_ms = _ttl_ms(ttl_s)
+            return []
         prefix = self._prefix
         full = [prefix + key for key in keys]
+        ttl_ms = max(1, _ttl_ms(ttl_s))
         calls = [
-            (full[start : start + SCAN_BATCH_KEYS], (marker, ttl_ms))
+            (full[start : start + SCAN_BATCH_KEYS], (intent, ttl_ms, "1" if ordered else "0"))
             for start in range(0, len(full), SCAN_BATCH_KEYS)
         ]
-        self._run_scripts(self._quarantine, QUARANTINE_SCRIPT, calls, "quarantine")
+        results = self._run_scripts(self._begin, BEGIN_SCRIPT, calls, "begin write")
+        return [int(token) for batch in results for token in batch]
 
-    def delete_many(self, keys: Sequence[str]) -> None:
-        """Forget keys (``UNLINK``: Redis frees the memory in the background)."""
-        if not keys:
-            return
+    def end_write(self, ends: Sequence[End]) -> list[Outcome]:
+        """End writes (one pipeline of script calls); each one's outcome."""
+        if not ends:
+            return []
         prefix = self._prefix
-        full = [prefix + key for key in keys]
-        try:
-            if len(full) <= SCAN_BATCH_KEYS:
-                self._client.execute_command("UNLINK", *full)
-                return
-            with self._client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(full), SCAN_BATCH_KEYS):
-                    pipe.execute_command("UNLINK", *full[start : start + SCAN_BATCH_KEYS])
-                _raise_first_error(pipe.execute(raise_on_error=False))
-        except RedisError as exc:
-            raise self._unavailable(exc, "UNLINK") from exc
+        floor_ms = _ttl_ms(self.floor_ttl_s)
+        calls = [
+            (
+                [prefix + e.key],
+                (
+                    e.intent,
+                    e.token,
+                    b"" if e.entry is None else encode_entry(e.entry),
+                    _ttl_ms(e.ttl_s),
+                    floor_ms,
+                ),
+            )
+            for e in ends
+        ]
+        results = [
+            _OUTCOMES[int(r)] for r in self._run_scripts(self._end, END_SCRIPT, calls, "end write")
+        ]
+        self._count(
+            writes_stored=results.count(STORED),
+            writes_kept=results.count(KEPT),
+            writes_dropped=results.count(DROPPED),
+            writes_late=results.count(LATE),
+        )
+        return results
+
+    def invalidate_many(self, keys: Sequence[str]) -> None:
+        """Drop the keys' entries, leaving floors."""
+        self._invalidate_full([self._prefix + key for key in keys])
+
+    def _invalidate_full(self, full: Sequence[str]) -> int:
+        if not full:
+            return 0
+        floor_ms = _ttl_ms(self.floor_ttl_s)
+        calls = [
+            (list(full[start : start + SCAN_BATCH_KEYS]), (floor_ms,))
+            for start in range(0, len(full), SCAN_BATCH_KEYS)
+        ]
+        return sum(
+            int(r)
+            for r in self._run_scripts(self._invalidate, INVALIDATE_SCRIPT, calls, "invalidate")
+        )
 
     def delete_prefix(self, prefix: str) -> int:
-        """Forget every key that starts with ``prefix`` (``SCAN MATCH`` + ``UNLINK``).
+        """Drop every entry whose key starts with ``prefix`` (``SCAN MATCH``, then the
+        invalidate script on each batch found: the records stay as floors).
 
-        Glob characters in the prefixes are escaped, so ``"a*"`` removes ``"a*b"`` but never
-        ``"ab"``. Not atomic: keys stored while the scan runs may survive. Returns how many
-        keys were removed.
+        Glob characters in the prefixes are escaped, so ``"a*"`` matches ``"a*b"`` but never
+        ``"ab"``. Not atomic: entries stored while the scan runs may survive. Returns how many
+        entries were dropped.
         """
         pattern = glob_escape(self._prefix + prefix) + b"*"
         removed = 0
@@ -457,11 +591,15 @@ class RedisCache:
             while True:
                 cursor, found = self._client.scan(cursor, match=pattern, count=SCAN_BATCH_KEYS)
                 if found:
-                    removed += self._client.execute_command("UNLINK", *dict.fromkeys(found))
+                    keys = [
+                        k if isinstance(k, str) else k.decode("utf-8", "surrogatepass")
+                        for k in dict.fromkeys(found)
+                    ]
+                    removed += self._invalidate_full(keys)
                 if cursor == 0:
                     return removed
         except RedisError as exc:
-            raise self._unavailable(exc, "SCAN/UNLINK") from exc
+            raise self._unavailable(exc, "SCAN") from exc
 
     # -- the rest of the protocol -----------------------------------------------------------
 
@@ -510,14 +648,6 @@ class RedisCache:
         return f"RedisCache({self._client.connection_pool!r}, key_prefix={self._prefix!r})"
 
     # -- internals --------------------------------------------------------------------------
-
-    def _compare_and_set(self, puts: Sequence[Put], mode: str) -> list[int]:
-        """Run the CAS script for every put, in order, in one pipeline; the script's answers."""
-        if not puts:
-            return []
-        prefix = self._prefix
-        calls = [([prefix + p.key], (encode_entry(p.entry), _ttl_ms(p.ttl_s), mode)) for p in puts]
-        return [int(r) for r in self._run_scripts(self._cas, CAS_SCRIPT, calls, mode)]
 
     def _run_scripts(
         self,
@@ -605,12 +735,14 @@ def _redacted(url: str) -> str:
 
 
 __all__ = [
-    "CAS_SCRIPT",
+    "BEGIN_SCRIPT",
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_TIMEOUT_S",
-    "LUA_HEADER_FUNCTION",
-    "QUARANTINE_SCRIPT",
+    "END_SCRIPT",
+    "FILL_SCRIPT",
+    "INVALIDATE_SCRIPT",
+    "LUA_RECORD_FUNCTIONS",
     "RedisCache",
     "glob_escape",
 ]

@@ -20,10 +20,12 @@ cleared, ``healthy_until`` is set to 0 and the listener reconnects with a small 
 PONG is the only thing that renews the lease, and only on the connection whose stream it
 vouches for; a new connection starts from an empty memory tier.
 
-Writes (``write_many``, ``quarantine_many``, ``delete_many``, ``delete_prefix``)
--------------------------------------------------------------------------------
-1. Redis first.
-2. Drop the keys from the local memory tier (the next local read fills them from Redis).
+Writes (``begin_write``, ``end_write``, ``invalidate_many``, ``delete_prefix``)
+-----------------------------------------------------------------------------
+1. Redis first (the rules of `gateway.caches.base` run there, in Lua).
+2. Drop the keys from the local memory tier (the next local read fills them from Redis);
+   ``begin_write`` keeps the local copy: a read concurrent with a write may return the
+   previous copy, and the write's end (or the failure of it) drops it.
 3. One script publishes the invalidation (instance id, sequence number, wall time, keys or a
    prefix) and, atomically with it, reads the registry of instances that may hold a lease.
 4. Wait until every listed instance acked that sequence number (each acks after deleting the
@@ -45,7 +47,7 @@ own clock, ``lease_s * 1.25`` after the registration ran) before each PING, and 
 the acks of every member listed when they publish, whatever ``n`` says. A healthy instance is
 always listed: its lease ends ``lease_s`` after a registration that is still unexpired.
 
-The registry is a key, so it can vanish (``FLUSHALL``, eviction, ``delete_prefix("")``). The
+The registry is a key, so it can vanish (``FLUSHALL``, eviction). The
 set carries its creation time (the score of member ``""``, negated); while it is younger than a
 member's lifetime it may be missing instances registered before it was recreated, so writers
 then also wait until it is old enough. The cost: the writes of the first ``1.25 * lease_s`` of
@@ -103,17 +105,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from redis import Redis
 from redis.client import PubSub
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.caches.base import MISS, Entry, Kind, Miss, Put
+from gateway.caches.base import MISS, NO_RECORD, End, Entry, Fill, Kind, Miss, Outcome
 from gateway.caches.codec import decode_entry
 from gateway.caches.errors import CacheCodecError, CacheUnavailable
 from gateway.caches.memory import MemoryCache
 from gateway.caches.redis_cache import RedisCache
+from gateway.counters import Counter
 from gateway.errors import ConfigError
 
 DEFAULT_LEASE_S: Final = 0.5
@@ -209,20 +213,6 @@ class _Script:
             return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-class _Counter:
-    """A lock-free counter (``itertools.count.__next__`` is atomic in CPython)."""
-
-    __slots__ = ("_count", "inc")
-
-    def __init__(self) -> None:
-        self._count = itertools.count()
-        self.inc = self._count.__next__
-
-    @property
-    def value(self) -> int:
-        return int(repr(self._count)[6:-1])  # "count(N)"
-
-
 class _ListenerStalled(Exception):
     """No PONG for too long on the pub/sub connection."""
 
@@ -266,6 +256,7 @@ class TieredCache:
             raise ConfigError(f"TieredCache local_ttl_s must be positive, not {local_ttl_s!r}")
         self._memory = memory
         self._redis = redis
+        self.floor_ttl_s = redis.floor_ttl_s
         self._client = redis.client
         self._lease_s = float(lease_s)
         self._local_ttl_s = float(local_ttl_s)
@@ -296,8 +287,8 @@ class TieredCache:
         self._acks_cond = threading.Condition(threading.Lock())
         self._acks: dict[int, set[str]] = {}
 
-        self._memory_hits = _Counter()
-        self._redis_reads = _Counter()
+        self._memory_hits = Counter()
+        self._redis_reads = Counter()
         self._stats_lock = threading.Lock()
         self._counts: dict[str, int] = dict.fromkeys(
             (
@@ -365,7 +356,7 @@ class TieredCache:
         """A memory hit while healthy, else the Redis entry (copied into memory if allowed)."""
         if self._clock() < self._healthy_until:
             entry = self._memory.get(key)
-            if entry is not MISS and entry.kind is not Kind.QUARANTINE:
+            if entry is not MISS:
                 self._memory_hits.inc()
                 return entry
         return self._read_redis([key])[0]
@@ -377,9 +368,7 @@ class TieredCache:
         if not self._clock() < self._healthy_until:
             return self._read_redis(keys)
         results = self._memory.get_many(keys)
-        missing = [
-            i for i, entry in enumerate(results) if entry is MISS or entry.kind is Kind.QUARANTINE
-        ]
+        missing = [i for i, entry in enumerate(results) if entry is MISS]
         for _ in range(len(keys) - len(missing)):
             self._memory_hits.inc()
         if missing:
@@ -416,7 +405,7 @@ class TieredCache:
                 results.append(MISS)
                 continue
             results.append(entry)
-            if entry.kind is not Kind.QUARANTINE:
+            if entry.kind is not Kind.FLOOR:  # floors are records, not answers: never copied
                 fills.append((i, key, entry, int(flat[2 * i + 1])))
         if fills:
             self._fill_local(epoch, marks, fills, started)
@@ -430,7 +419,7 @@ class TieredCache:
         read_started: float,
     ) -> None:
         """Copy entries read from Redis into memory, unless an invalidation came in between."""
-        puts: list[Put] = []
+        puts: list[tuple[str, Entry, float]] = []
         skipped = 0
         self._lock.acquire()
         try:
@@ -448,57 +437,96 @@ class TieredCache:
                         # Redis measured the PTTL after `read_started`: this ends no later.
                         ttl_s = min(ttl_s, read_started + pttl_ms / 1000.0 - now)
                     if ttl_s > 0:
-                        puts.append(Put(key, entry, ttl_s))
+                        puts.append((key, entry, ttl_s))
                 if puts:
-                    self._memory.fill_many(puts)
+                    self._memory.put_many(puts)
         finally:
             self._lock.release()
         self._count(local_fills=len(puts), local_fills_skipped=skipped)
 
     # -- writes -----------------------------------------------------------------------------
 
-    def fill_many(self, puts: Sequence[Put]) -> None:
-        """Store results of reads in Redis (its compare-and-set decides); no publish, since a
-        fill never changes the truth. Local copies of the keys are dropped (Redis may have
-        refreshed them); the next local read copies Redis's answer."""
-        if not puts:
+    def read_token(self, key: str, seen: Entry | Miss) -> int:
+        """The version of the Redis record the reader saw (memory copies keep it)."""
+        return NO_RECORD if seen is MISS else seen.ver
+
+    def fill_many(self, fills: Sequence[Fill]) -> None:
+        """Store results of reads in Redis (its scripts decide); no publish, since a fill
+        never changes the truth. What Redis stored is copied into memory too (unless an
+        invalidation came in between, as for reads), so the next read is a memory hit; local
+        copies of the keys Redis refused are dropped."""
+        if not fills:
             return
+        epoch = self._epoch
+        stripes = self._stripes
+        marks = [stripes[_stripe(fill.key)] for fill in fills]
+        started = self._clock()
         try:
-            self._redis.fill_many(puts)
+            stored = self._redis.fill_results(fills)
         except CacheUnavailable:
             self._hold_failure(self._clock())
             raise
-        self._drop_local([put.key for put in puts])
+        refused = [fill.key for fill, pttl in zip(fills, stored, strict=True) if pttl is None]
+        if refused:
+            self._drop_local(refused)
+        # Any older local copy of what Redis now holds goes, even if the copy below is skipped
+        # (an invalidation came in between). Removing a copy never makes anything stale, so
+        # this needs no stripe bump (which would void the copies below).
+        self._memory.discard_many(
+            [fill.key for fill, pttl in zip(fills, stored, strict=True) if pttl is not None]
+        )
+        # Redis's own TTL for the copy: a fill made while writes are in flight lives no longer
+        # than their intents there, and so here.
+        copies = [
+            (i, fill.key, replace(fill.entry, ver=fill.token), pttl)
+            for i, (fill, pttl) in enumerate(zip(fills, stored, strict=True))
+            if pttl is not None
+        ]
+        if copies:
+            self._fill_local(epoch, marks, copies, started)
 
-    def write_many(self, puts: Sequence[Put]) -> None:
-        """Store results of acknowledged writes in Redis, then evict every instance's copies
-        (this one's included: Redis may have kept a newer entry) before returning."""
-        if not puts:
-            return
-        self._write([put.key for put in puts], lambda: self._redis.write_many(puts))
+    def begin_write(
+        self, keys: Sequence[str], intent: str, ttl_s: float, ordered: bool = False
+    ) -> list[int]:
+        """Register the intent in Redis, then evict the other instances' copies before
+        returning (they read Redis again, where the entry now lives no longer than the
+        intent). This instance keeps serving its copy while the write is in flight: its
+        `end_write` (or the failure of it) drops the copy."""
+        if not keys:
+            return []
+        tokens: list[int] = []
+        # Taken before Redis: the intent's deadline there is no earlier than this one.
+        deadline = self._clock() + ttl_s
 
-    def quarantine_many(self, keys: Sequence[str], ttl_s: float) -> None:
-        """Mark keys in Redis, then evict every instance's copies before returning."""
+        def begin() -> None:
+            tokens.extend(self._redis.begin_write(keys, intent, ttl_s, ordered))
+            self._cap_local(keys, deadline)
+
+        self._write(keys, begin, drop_local=False)
+        return tokens
+
+    def end_write(self, ends: Sequence[End]) -> list[Outcome]:
+        """End writes in Redis, then evict every instance's copies (this one's included:
+        Redis decided what the key holds) before returning."""
+        if not ends:
+            return []
+        outcomes: list[Outcome] = []
+
+        def end() -> None:
+            outcomes.extend(self._redis.end_write(ends))
+
+        self._write([e.key for e in ends], end)
+        return outcomes
+
+    def invalidate_many(self, keys: Sequence[str]) -> None:
+        """Drop the keys in Redis (floors), then evict every instance's copies."""
         if not keys:
             return
-        self._write(keys, lambda: self._redis.quarantine_many(keys, ttl_s))
-
-    def delete_many(self, keys: Sequence[str]) -> None:
-        """Forget keys in Redis, then evict every instance's copies before returning."""
-        if not keys:
-            return
-        self._write(keys, lambda: self._redis.delete_many(keys))
+        self._write(keys, lambda: self._redis.invalidate_many(keys))
 
     def delete_prefix(self, prefix: str) -> int:
         """Forget every key under ``prefix`` in Redis and in every instance's memory; returns
-        how many Redis keys were removed (not counting the registry, if the prefix covers it)."""
-        covers_registry = REGISTRY_SUFFIX.startswith(prefix)
-        registry_existed = False
-        if covers_registry:
-            with contextlib.suppress(RedisError):
-                registry_existed = bool(self._client.exists(self._registry))
-        failed_at = None
-        removed = 0
+        how many entries Redis dropped (the registry, a sorted set, is never touched)."""
         try:
             removed = self._redis.delete_prefix(prefix)
         except CacheUnavailable:
@@ -508,11 +536,11 @@ class TieredCache:
             raise
         self._drop_local_prefix(prefix)
         self._broadcast(prefix=prefix)
-        if covers_registry and registry_existed and removed > 0:
-            removed -= 1
         return removed
 
-    def _write(self, keys: Sequence[str], command: Callable[[], None]) -> None:
+    def _write(
+        self, keys: Sequence[str], command: Callable[[], None], *, drop_local: bool = True
+    ) -> None:
         """Redis first, then the local copies, then the invalidation and the wait for acks."""
         try:
             command()
@@ -522,7 +550,8 @@ class TieredCache:
             self._drop_local(keys)
             self._try_broadcast(failed_at, keys=list(keys))
             raise
-        self._drop_local(keys)
+        if drop_local:
+            self._drop_local(keys)
         self._broadcast(keys=list(keys))
 
     def _try_broadcast(
@@ -534,11 +563,23 @@ class TieredCache:
         with contextlib.suppress(CacheUnavailable):
             self._broadcast(keys=keys, prefix=prefix, failed_at=failed_at)
 
+    def _cap_local(self, keys: Sequence[str], deadline: float) -> None:
+        """The kept copies live no longer than a write intent (a writer that never ends must
+        not leave them trusted, as in Redis); fills read from Redis before are voided."""
+        stripes = self._stripes
+        self._lock.acquire()
+        try:
+            self._memory.cap_many(keys, deadline - self._clock())
+            for key in keys:
+                stripes[_stripe(key)] += 1
+        finally:
+            self._lock.release()
+
     def _drop_local(self, keys: Sequence[str]) -> None:
         stripes = self._stripes
         self._lock.acquire()
         try:
-            self._memory.delete_many(keys)
+            self._memory.discard_many(keys)
             for key in keys:
                 stripes[_stripe(key)] += 1
         finally:
@@ -782,7 +823,7 @@ class TieredCache:
                 self._memory.delete_prefix(prefix)
                 self._epoch += 1
             elif isinstance(keys, list):
-                self._memory.delete_many(keys)
+                self._memory.discard_many(keys)
                 stripes = self._stripes
                 for key in keys:
                     stripes[_stripe(key)] += 1

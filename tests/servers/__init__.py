@@ -13,8 +13,17 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.servers.fault_proxy import WIRE_ERRORS, FaultConfig, FaultProxy, WireError
+from tests.servers.fault_proxy import (
+    LOSE_MODES,
+    WIRE_ERRORS,
+    FaultConfig,
+    FaultProxy,
+    Hold,
+    LoseMode,
+    WireError,
+)
 from tests.servers.redis_server import RedisServer
+from tests.servers.tcp_relay import TcpRelay
 
 #: The emulator accepts any credentials; these never leave the loopback interface.
 TEST_REGION = "us-east-1"
@@ -48,13 +57,17 @@ def raw_dynamodb_client(endpoint_url: str, **config: Any) -> Any:
 
 
 __all__ = [
+    "LOSE_MODES",
     "RAW_CLIENT_CONFIG",
     "TEST_CREDENTIALS",
     "TEST_REGION",
     "WIRE_ERRORS",
     "FaultConfig",
     "FaultProxy",
+    "Hold",
+    "LoseMode",
     "RedisServer",
+    "TcpRelay",
     "WireError",
     "raw_dynamodb_client",
 ]

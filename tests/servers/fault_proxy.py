@@ -12,6 +12,11 @@ while traffic flows, the proxy:
   of the keys / write requests and returns the rest in ``UnprocessedKeys`` /
   ``UnprocessedItems``, merged into the emulator's real response, so the withheld keys are
   really neither read nor written;
+- loses answers: forwards a request (so the emulator applies it) and then answers 500
+  InternalServerError or drops the connection, as when DynamoDB's reply is lost on the way
+  back (``lose_rate`` / ``lose_next``, ``lose_mode``);
+- with `hold`, keeps the requests of some operations waiting at the proxy until the test
+  releases them (a gate: a test can make an interleaving happen without sleeping);
 - with `stop_forwarding`, makes DynamoDB unreachable (connections refused or reset, or 503s).
 
 Randomness comes from a seeded `random.Random`, drawn under a lock.
@@ -111,6 +116,10 @@ WIRE_ERRORS: dict[str, WireError] = {
 }
 
 DownMode = Literal["refuse", "reset", "unavailable"]
+LoseMode = Literal["error", "drop"]
+LOSE_MODES: tuple[LoseMode, ...] = ("error", "drop")
+#: The `injected` kind of a lost answer.
+LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,13 @@ class FaultConfig:
         partial_rate: for BatchGetItem / BatchWriteItem, the chance that each key / write
             request is withheld and returned as unprocessed. At 1.0 the whole batch comes
             back unprocessed (real DynamoDB would answer ProvisionedThroughputExceeded then).
+        lose_rate: per request, the chance that it is forwarded (so the emulator applies it)
+            and its answer then lost, as `lose_mode` says.
+        lose_next: the next this many requests in scope lose their answer whatever
+            `lose_rate` says (deterministic); counts down as they go through.
+        lose_mode: how an answer is lost: ``"error"`` replaces it with a 500
+            InternalServerError (botocore: a ClientError the retry policy retries),
+            ``"drop"`` closes the connection unanswered (botocore: ConnectionClosedError).
         operations: the operations faults apply to (e.g. ``{"GetItem"}``); None means all.
     """
 
@@ -133,12 +149,15 @@ class FaultConfig:
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     partial_rate: float = 0.0
+    lose_rate: float = 0.0
+    lose_next: int = 0
+    lose_mode: LoseMode = "error"
     operations: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.operations is not None and not isinstance(self.operations, frozenset):
             object.__setattr__(self, "operations", frozenset(self.operations))
-        for name in ("throttle_rate", "partial_rate"):
+        for name in ("throttle_rate", "partial_rate", "lose_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value!r}")
@@ -147,6 +166,12 @@ class FaultConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.throttle_code not in WIRE_ERRORS:
             raise ValueError(f"throttle_code must be one of {sorted(WIRE_ERRORS)}")
+        if isinstance(self.lose_next, bool) or not isinstance(self.lose_next, int):
+            raise ValueError(f"lose_next must be an int, got {self.lose_next!r}")
+        if self.lose_next < 0:
+            raise ValueError(f"lose_next must be >= 0, got {self.lose_next!r}")
+        if self.lose_mode not in LOSE_MODES:
+            raise ValueError(f"lose_mode must be one of {LOSE_MODES}, got {self.lose_mode!r}")
 
     def applies_to(self, operation: str) -> bool:
         """True when faults are injected into ``operation``."""
@@ -170,6 +195,51 @@ class _Tally:
 
 
 _UNSET: Any = object()
+
+
+class Hold:
+    """A gate at the proxy: requests of its operations wait there until `release`.
+
+    Made by `FaultProxy.hold`; use it as a context manager, which releases on exit (so a failing
+    test never leaves a request hanging). Requests that arrive after the release pass at once.
+    """
+
+    def __init__(self, proxy: FaultProxy, operations: frozenset[str]) -> None:
+        self.operations = operations
+        self._proxy = proxy
+        self._cond = threading.Condition()
+        self._arrived = 0
+        self._released = threading.Event()
+
+    @property
+    def arrived(self) -> int:
+        """Requests that reached the gate (waiting, or let through by `release`)."""
+        with self._cond:
+            return self._arrived
+
+    def wait_arrived(self, count: int = 1, timeout: float | None = 10.0) -> bool:
+        """Block until ``count`` requests have reached the gate; False if ``timeout`` passed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._arrived >= count, timeout)
+
+    def release(self) -> None:
+        """Let every waiting request, and every later one, through. Idempotent."""
+        self._released.set()
+        self._proxy._unhold(self)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _pass(self) -> None:
+        """Called by a request of the gate's operations: count it, wait for the release
+        (`release`, or the proxy closing)."""
+        with self._cond:
+            self._arrived += 1
+            self._cond.notify_all()
+        self._released.wait()
 
 
 class FaultProxy:
@@ -203,6 +273,7 @@ class FaultProxy:
         self._config = config or FaultConfig()
         self._tally = _Tally()
         self._down: DownMode | None = None
+        self._holds: list[Hold] = []
         self._closing = threading.Event()
         self._connections: set[socket.socket] = set()
         self._host = "127.0.0.1"
@@ -226,11 +297,15 @@ class FaultProxy:
         latency_ms: float = _UNSET,
         latency_jitter_ms: float = _UNSET,
         partial_rate: float = _UNSET,
+        lose_rate: float = _UNSET,
+        lose_next: int = _UNSET,
+        lose_mode: LoseMode = _UNSET,
         operations: Iterable[str] | None = _UNSET,
     ) -> FaultConfig:
         """Change some faults at once (the others keep their values); return the new config.
 
-        ``operations=None`` applies faults to every operation.
+        ``operations=None`` applies faults to every operation. ``lose_next=n`` loses the
+        answers of the next ``n`` requests in scope, then none (unless ``lose_rate``).
         """
         changes: dict[str, Any] = {
             name: value
@@ -240,6 +315,9 @@ class FaultProxy:
                 ("latency_ms", latency_ms),
                 ("latency_jitter_ms", latency_jitter_ms),
                 ("partial_rate", partial_rate),
+                ("lose_rate", lose_rate),
+                ("lose_next", lose_next),
+                ("lose_mode", lose_mode),
             )
             if value is not _UNSET
         }
@@ -254,6 +332,19 @@ class FaultProxy:
         with self._lock:
             self._config = FaultConfig()
         self.resume_forwarding()
+
+    def hold(self, operations: Iterable[str]) -> Hold:
+        """Keep requests of ``operations`` waiting at the proxy (before any fault and before
+        forwarding) until the returned `Hold` is released; see `Hold`."""
+        gate = Hold(self, frozenset(operations))
+        with self._lock:
+            self._holds.append(gate)
+        return gate
+
+    def _unhold(self, gate: Hold) -> None:
+        with self._lock:
+            if gate in self._holds:
+                self._holds.remove(gate)
 
     def seed(self, seed: int) -> None:
         """Re-seed the proxy's random generator."""
@@ -276,7 +367,8 @@ class FaultProxy:
         """Faults applied: kind -> operation -> number of requests.
 
         Kinds: the `WIRE_ERRORS` code for throttles/errors, ``"latency"``, ``"partial"`` (a batch
-        with at least one key withheld) and ``"down"`` (refused by `stop_forwarding`).
+        with at least one key withheld), ``"lost"`` (forwarded, then its answer lost) and
+        ``"down"`` (refused by `stop_forwarding`).
         """
         with self._lock:
             return {kind: dict(ops) for kind, ops in self._tally.injected.items()}
@@ -341,6 +433,10 @@ class FaultProxy:
     def close(self) -> None:
         """Stop serving, drop every connection, wake any delayed request. Idempotent."""
         self._closing.set()
+        with self._lock:
+            holds = list(self._holds)
+        for gate in holds:
+            gate.release()  # no request stays parked at a gate
         self._unserve()
         self._drop_connections()
         self._pool.close()
@@ -404,6 +500,11 @@ class FaultProxy:
         operation = target.rpartition(".")[2] if target else ""
 
         with self._lock:
+            gates = [gate for gate in self._holds if operation in gate.operations]
+        for gate in gates:
+            gate._pass()
+
+        with self._lock:
             config, down, tally = self._config, self._down, self._tally
             if operation:
                 tally.received[operation] += 1
@@ -413,6 +514,13 @@ class FaultProxy:
                 delay_ms = config.latency_ms
                 delay_ms += self._random.uniform(0.0, config.latency_jitter_ms)
             throttled = in_scope and self._random.random() < config.throttle_rate
+            lose = False
+            if in_scope and not throttled and down is None:
+                if self._config.lose_next > 0:
+                    lose = True
+                    self._config = replace(self._config, lose_next=self._config.lose_next - 1)
+                elif config.lose_rate > 0:
+                    lose = self._random.random() < config.lose_rate
             if down is not None:
                 tally.inject("down", operation or handler.command)
 
@@ -453,6 +561,14 @@ class FaultProxy:
                 handler.send(502, [("Content-Type", "text/plain")], b"upstream unreachable")
                 return
             status, headers, payload = forwarded
+        if lose:
+            with self._lock:
+                tally.inject(LOST, operation)
+            if config.lose_mode == "drop":
+                handler.drop()
+            else:
+                handler.send(*_error_response(WIRE_ERRORS["InternalServerError"]))
+            return
         if withheld and status == 200:
             payload = _merge_unprocessed(operation, payload, withheld)
             headers = _with_crc32(headers, payload, always=True)
@@ -652,4 +768,14 @@ def _merge_unprocessed(operation: str, payload: bytes, withheld: dict[str, Any])
     return json.dumps(data).encode()
 
 
-__all__ = ["WIRE_ERRORS", "DownMode", "FaultConfig", "FaultProxy", "WireError"]
+__all__ = [
+    "LOSE_MODES",
+    "LOST",
+    "WIRE_ERRORS",
+    "DownMode",
+    "FaultConfig",
+    "FaultProxy",
+    "Hold",
+    "LoseMode",
+    "WireError",
+]
