@@ -19,7 +19,8 @@
   refused with `ServiceUnavailableError`, nothing written (``unreachable_writes="refuse"``,
   the default), or accepted, its keys invalidated once the cache answers again
   (``"accept"``: other instances may serve the previous copy until then, at most its TTL).
-  A write whose end cannot reach the cache returns only once its intent has expired there.
+  A write whose end cannot reach the cache returns only once its intent has expired there
+  (``"refuse"``; with ``"accept"`` it returns at once, and the keys are invalidated later).
 * Callers always get private copies: mutating a returned document never changes the cache,
   nor the answer of another caller of the same single-flight load.
 
@@ -45,7 +46,7 @@ from gateway.caches.errors import CacheError
 from gateway.codec import copy_document, decode_item, validate_id, validate_ids
 from gateway.counters import Counter
 from gateway.dynamodb import DynamoDBService
-from gateway.errors import ServiceUnavailableError
+from gateway.errors import ConfigError, ServiceUnavailableError
 from gateway.metrics import SAMPLE_ONE_IN_8, WEYL_MULTIPLIER, LatencyRecorder
 from gateway.resilience import GuardedCache
 from gateway.revisions import parse_generation
@@ -707,7 +708,20 @@ class CachingGateway:
     def _collection(self, db_name: str) -> tuple[CachePolicyLike, str]:
         """The collection's policy and table; the name is validated before anything is kept."""
         table = self._service.table_name(db_name)
-        collection = (self._policy_for(db_name), table)
+        policy = self._policy_for(db_name)
+        shortest = min(policy.ttl_s, policy.negative_ttl_s) * (1.0 - policy.jitter)
+        if policy.enabled and not shortest > self._fill_deadline_s:
+            # An entry that expires sooner would leave its key without a floor while a load
+            # that read before its write may still fill (see gateway.caches.base).
+            raise ConfigError(
+                f"The cache TTLs of collection {db_name!r} are too short: ttl_seconds and "
+                f"negative_ttl_seconds, less ttl_jitter, must stay above "
+                f"{self._fill_deadline_s:g} s (the longest a cache fill may take); got "
+                f"{policy.ttl_s:g} s and {policy.negative_ttl_s:g} s with jitter "
+                f"{policy.jitter:g}. Raise them under cache or collections.{db_name}.cache, "
+                "or set enabled: false for that collection."
+            )
+        collection = (policy, table)
         self._collections[db_name] = collection
         return collection
 

@@ -111,6 +111,7 @@ class GuardedCache:
         self._pending_numbers = itertools.count(1)
         self._pending_lock = threading.Lock()
         self._overflow = False
+        self._overflowed_at = 0  # the pending number when a key last could not be remembered
         self._repairer: threading.Thread | None = None
         self._closing = threading.Event()
         self._failed_log = RateLimitedLog(log_interval_s, clock)
@@ -226,6 +227,7 @@ class GuardedCache:
             for key in keys:
                 if len(self._pending) >= MAX_PENDING and key not in self._pending:
                     self._overflow = True
+                    self._overflowed_at = next(self._pending_numbers)
                     continue
                 self._pending[key] = next(self._pending_numbers)
         self._start_repairer()
@@ -247,12 +249,16 @@ class GuardedCache:
         with self._pending_lock:
             overflow = self._overflow
             batch = dict(itertools.islice(self._pending.items(), REPAIR_BATCH_KEYS))
+            # Keys remembered from now on may be written after the wipe's scan passed them.
+            mark = next(self._pending_numbers)
         if overflow:
             if self._call("replay (wipe)", self.cache.delete_prefix, "") is UNAVAILABLE:
                 return False
             with self._pending_lock:
-                self._overflow = False
-                self._pending.clear()
+                if self._overflowed_at < mark:
+                    self._overflow = False
+                for key in [key for key, number in self._pending.items() if number < mark]:
+                    del self._pending[key]
             self._repair_log.warning("cache: pending invalidations overflowed; namespace wiped")
             self.repairs.inc()
             return True

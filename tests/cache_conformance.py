@@ -698,6 +698,23 @@ class CacheBackendConformance:
         assert end(backend, "users:k", "5a5e", save, document_entry(GEN + 9)) == DROPPED
         assert self.lookup(backend, "users:k") is MISS
 
+    def test_a_read_from_before_a_kept_save_landed_cannot_fill(self, backend: CacheBackend) -> None:
+        """A save is in flight; two readers take the same token; one reads the saved document
+        and fills; the save ends KEPT (equal generation); the other reader, which read the old
+        document before the save landed, must not put it back (found by review)."""
+        writer = begin(backend, "users:k", "a1", ordered=True)
+        before, after = token_of(backend, "users:k"), token_of(backend, "users:k")
+        saved = document_entry(GEN + 2)
+        fill(backend, "users:k", saved, after)
+        assert end(backend, "users:k", "a1", writer, saved) == KEPT
+        fill(backend, "users:k", document_entry(GEN + 1), before)
+        assert_same_entry(self.lookup(backend, "users:k"), saved)
+
+    def test_intent_ids_are_letters_and_digits(self, backend: CacheBackend) -> None:
+        for bad in ("w-1", "a:b", "x|y", "a,b", ""):
+            with pytest.raises(ValueError, match="intent id"):
+                backend.begin_write(["users:k"], bad, LONG_TTL_S)
+
     def test_a_read_after_a_kept_save_may_still_fill(self, backend: CacheBackend) -> None:
         fill(backend, "users:k", document_entry(GEN + 5), NO_RECORD)
         writer = begin(backend, "users:k", "a1", ordered=True)

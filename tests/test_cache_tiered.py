@@ -292,8 +292,10 @@ def test_a_fill_copied_into_memory_lives_no_longer_than_redis_keeps_it(
     pair: tuple[TieredCache, TieredCache],
 ) -> None:
     a, b = pair
-    deadline = time.monotonic() + 0.3
     begin(a, "users:k", "a1", 0.3)  # another instance's write, which never ends
+    # After the begin returned (the intent's deadline was set by then, on Redis's clock),
+    # plus a margin for whole milliseconds.
+    deadline = time.monotonic() + 0.3 + 0.01
     seen = b.get("users:k")
     read = document_entry(GEN)
     fill(b, "users:k", read, b.read_token("users:k", seen))
@@ -310,7 +312,7 @@ def test_the_writers_own_copy_lives_no_longer_than_its_intent(
     assert write(a, "users:k", document_entry(GEN)) == STORED
     load_into_memory(a, "users:k")
     begin(a, "users:k", "a2", 0.05)  # a writer that never ends
-    deadline = time.monotonic() + 0.05
+    deadline = time.monotonic() + 0.05 + 0.01
     assert wait_until(lambda: time.monotonic() > deadline)
     assert a.memory.get("users:k") is MISS
     assert answer(a.get("users:k")) is MISS

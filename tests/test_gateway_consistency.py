@@ -416,3 +416,28 @@ def test_tiered_serves_from_memory_after_two_round_trips(
             gw.get("users", "k")
             assert gw.cache.stats()["memory_hits"] >= 1
         assert trips <= 2 + 1  # + the listener's renewal, if one fell in between
+
+
+# ------------------------------------------------------------------ TTLs below the fill deadline
+
+
+def test_ttls_not_longer_than_the_fill_deadline_are_refused(
+    moto_server: Any, table_prefix: str
+) -> None:
+    """An entry expiring sooner than a fill may take would leave no floor (found by review):
+    the gateway refuses such a policy with a ConfigError that names the keys."""
+    from gateway.errors import ConfigError
+
+    short = Policy(ttl_s=300.0, negative_ttl_s=2.0, jitter=0.1)
+    gw = CachingGateway(
+        make_service(moto_server.endpoint_url, table_prefix),
+        MemoryCache(),
+        policy_for=lambda _: short,
+    )
+    try:
+        with pytest.raises(ConfigError, match="negative_ttl_seconds"):
+            gw.get("users", "k")
+        with pytest.raises(ConfigError, match="too short"):
+            gw.save("users", "k", {"v": 1})
+    finally:
+        gw.close()

@@ -47,12 +47,15 @@ that mirror `Model`, checked against it by the conformance suite):
 *Floors, not holes*: a record whose entry was dropped stays as a *floor* (its versions and
 intents) for at least ``floor_ttl_s``, longer than any fill may take (the gateway refuses
 fills older than its ``fill_deadline_s``) and at least until its last intent's deadline: an
-empty slot knows nothing and would accept anything.
+empty slot knows nothing and would accept anything. A record that expires with its entry's
+TTL leaves no floor: the gateway therefore refuses TTLs that are not longer than its fill
+deadline, and intents that are not either, so nothing changed since a fill still in flight.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
@@ -68,6 +71,17 @@ Outcome = Literal["stored", "kept", "dropped", "late"]
 DEFAULT_FLOOR_TTL_S: Final = 10.0
 #: The token of a key that has no record at all.
 NO_RECORD: Final = 0
+
+
+_INTENT_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
+def check_intent(intent: str) -> str:
+    """An intent id: 1 to 64 ASCII letters and digits (records spell them out); else
+    ValueError."""
+    if not isinstance(intent, str) or not _INTENT_ID.fullmatch(intent):
+        raise ValueError(f"an intent id is 1 to 64 ASCII letters and digits, not {intent!r}")
+    return intent
 
 
 class Kind(enum.IntEnum):
@@ -290,6 +304,7 @@ class Model:
 
     def begin(self, key: str, intent: str, ttl_s: float, now: float, ordered: bool = False) -> int:
         """Register an intent; the writer's token (``uver`` if ordered, else ``ver``)."""
+        check_intent(intent)
         record = self._record(key, now)
         if record is None:
             record = self.records[key] = Record()
@@ -319,6 +334,8 @@ class Model:
             if record.uver == token and not unordered_in_flight:
                 current = record.entry
                 if current is not None and current.generation >= entry.generation:
+                    # The write has landed: a fill that read before it must not match now.
+                    self._bump(record, unordered=False)
                     self._keep_until(record, now, ttl_s)
                     return KEPT
                 record.entry = entry

@@ -44,6 +44,7 @@ from gateway.caches.base import (
     Fill,
     Miss,
     Outcome,
+    check_intent,
 )
 
 DEFAULT_MAX_ITEMS: Final = 100_000
@@ -257,6 +258,7 @@ class MemoryCache:
         self, keys: Sequence[str], intent: str, ttl_s: float, ordered: bool = False
     ) -> list[int]:
         """Register ``intent`` on each key; the entry stays but lives at most ``ttl_s``."""
+        check_intent(intent)
         now = self._timer()
         deadline = now + ttl_s
         tokens: list[int] = []
@@ -321,6 +323,8 @@ class MemoryCache:
                     if slot is not None and now < slot[0]:
                         current = max(current, slot[1].generation)
                     if current >= entry.generation:
+                        # The write has landed: a fill read before it must not match now.
+                        self._change(key, now)
                         outcome = KEPT
                     else:
                         self._change(key, now)

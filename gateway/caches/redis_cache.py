@@ -7,8 +7,8 @@ format of `gateway.caches.codec` (safe to decode: no pickle). Reads are a single
 Fills, write intents, write ends and invalidations follow the rules of `gateway.caches.base`
 atomically *inside Redis*: each is a Lua script (`FILL_SCRIPT`, `BEGIN_SCRIPT`, `END_SCRIPT`,
 `INVALIDATE_SCRIPT`, built on `LUA_RECORD_FUNCTIONS`, a line-by-line mirror of
-`gateway.caches.base.Model`) that reads the record's header (version and intents — never the
-JSON body), decides, and stores with ``PX`` in the same step, so no interleaving of instances
+`gateway.caches.base.Model`) that reads the record (its header decides; the body is only
+carried over), decides, and stores with ``PX`` in the same step, so no interleaving of instances
 can put an older copy over a newer one. Deadlines and versions come from Redis's own clock
 (``TIME``), so the instances' clocks never enter the rules. Several calls go out as one
 non-transactional pipeline of ``EVALSHA`` calls (one round trip). A value whose header the
@@ -62,6 +62,7 @@ from gateway.caches.base import (
     Kind,
     Miss,
     Outcome,
+    check_intent,
 )
 from gateway.caches.codec import RECORD_LUA_PATTERN, decode_entry, encode_entry
 from gateway.caches.errors import CacheCodecError, CacheUnavailable
@@ -72,9 +73,6 @@ DEFAULT_TIMEOUT_S: Final = 0.05
 DEFAULT_MAX_CONNECTIONS: Final = 64
 #: Keys per ``SCAN`` step of `RedisCache.delete_prefix` (a hint to Redis) and per ``UNLINK``.
 SCAN_BATCH_KEYS: Final = 1000
-#: The scripts first read this many bytes of the current value (``GETRANGE``), enough for any
-#: header with our revisions; a longer header (a foreign revision) falls back to ``GET``.
-HEADER_PROBE_BYTES: Final = 256
 
 _SUPPORTED_SCHEMES: Final = ("redis", "rediss", "unix")
 _CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster", "redis-cluster", "rediss-cluster")
@@ -90,8 +88,9 @@ FLOOR_REST: Final = encode_entry(Entry(Kind.FLOOR, 0)).split(b"|", 4)[4].decode(
 
 #: The Lua mirror of `gateway.caches.base.Model`. Every script starts with these functions;
 #: times are Redis's own (``TIME``), in milliseconds for deadlines and microseconds for
-#: versions (a hybrid clock: ``max(previous + 1, now)``, so a version never repeats, even
-#: after the record expired and came back). Numbers stay below 2**53: exact in Lua's doubles.
+#: versions (a hybrid clock: ``max(previous + 1, now)``, so a version a write set never
+#: repeats, even after the record expired and came back; a record a fill created has version 0
+#: until a write touches it). Numbers stay below 2**53: exact in Lua's doubles.
 LUA_RECORD_FUNCTIONS: Final = f"""
 local FLOOR = '{FLOOR_REST}'
 local function fmt(n) return string.format('%.0f', n) end
@@ -238,6 +237,8 @@ if ARGV[3] ~= '' and ttl ~= 0 then
     if r.uver == token and not has_unordered(r) then
       local current = entry_generation(r.rest)
       if current and generation_at_least(current, entry_generation(new.rest)) then
+        -- the write has landed: a fill read before it must not match any more
+        bump(r, false)
         save(key, r, keep_ttl(r, ttl))
         return 3
       end
@@ -517,6 +518,7 @@ class RedisCache:
     ) -> list[int]:
         """Register ``intent`` on each key (one script call per `SCAN_BATCH_KEYS` keys, one
         pipeline); the tokens, in order."""
+        check_intent(intent)
         if not keys:
             return []
         prefix = self._prefix
