@@ -43,6 +43,31 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=default, indent=2, sort_keys=True)
 
 
+class NoSuchCollection(ValidationError):
+    """A command that reads a collection (or manages its table) met no table: exit 2."""
+
+    def __init__(self, collection: str, table: str) -> None:
+        super().__init__(
+            f"no such collection: {collection} (table {table} does not exist; it is created on "
+            "the first write)",
+            code="ResourceNotFoundException",
+        )
+        self.collection = collection
+        self.table = table
+
+
+def _require_table(service: Any, collection: str) -> Any:
+    """The collection's `TableInfo`; `NoSuchCollection` if its table does not exist.
+
+    ``service`` is a DynamoDBService or a caching gateway around one; nothing is created.
+    """
+    bare = getattr(service, "service", service)
+    info = bare.table_info(collection)
+    if info is None:
+        raise NoSuchCollection(collection, bare.table_name(collection))
+    return info
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if args.endpoint_url:
@@ -73,6 +98,8 @@ def _data_service(args: argparse.Namespace) -> Any:
 def cmd_get(args: argparse.Namespace) -> int:
     with _data_service(args) as service:
         doc = service.get(args.collection, args.id)
+        if doc is None:
+            _require_table(service, args.collection)  # a missing table is another answer
     if doc is None:
         print(f"error: no document {args.id!r} in {args.collection!r}", file=sys.stderr)
         return EXIT_FAILURE
@@ -120,9 +147,14 @@ def cmd_tables_describe(args: argparse.Namespace) -> int:
     with _bare_service(args) as service:
         table = service.table_name(args.collection)
         client = service.control_client
-        described = service.control_call(
-            "DescribeTable", table, lambda: client.describe_table(TableName=table)
-        )
+        try:
+            described = service.control_call(
+                "DescribeTable", table, lambda: client.describe_table(TableName=table)
+            )
+        except GatewayError as exc:
+            if exc.code == "ResourceNotFoundException":
+                raise NoSuchCollection(args.collection, table) from exc
+            raise
     print(to_json(described["Table"]))
     return EXIT_OK
 
@@ -136,7 +168,7 @@ def cmd_tables_create(args: argparse.Namespace) -> int:
 
 def cmd_pitr_enable(args: argparse.Namespace) -> int:
     with _bare_service(args) as service:
-        table = service.ensure_table(args.collection).name
+        table = _require_table(service, args.collection).name
         client = service.control_client
         service.control_call(
             "UpdateContinuousBackups",
@@ -152,7 +184,7 @@ def cmd_pitr_enable(args: argparse.Namespace) -> int:
 
 def cmd_streams_enable(args: argparse.Namespace) -> int:
     with _bare_service(args) as service:
-        table = service.ensure_table(args.collection).name
+        table = _require_table(service, args.collection).name
         client = service.control_client
         response = service.control_call(
             "UpdateTable",
@@ -240,6 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     partial = None if to_stdout else f"{args.out}.partial"
     try:
         with build_dynamodb_service(_decimal_settings(args)) as service, bar:
+            _require_table(service, args.collection)  # before any output file is opened
             task = bar.add_task(f"export {args.collection}", total=None, status="")
 
             def on_progress(p: Progress) -> None:
@@ -372,6 +405,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
                 skip_existing=args.skip_existing,
                 progress=on_progress,
             )
+            if summary.documents == 0 and summary.skipped_existing == 0:
+                # Nothing read (so nothing created): say so if the source has no table.
+                _require_table(source, args.collection)
             route = f"{source!r} -> {target!r}"
     except MigrationInterrupted as exc:
         print(exc.summary.describe(), file=sys.stderr)

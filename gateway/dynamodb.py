@@ -1,8 +1,9 @@
 """DynamoDBService: the document service of the original spec, on boto3's resource interface.
 
-One table per collection (created on first use), documents keyed on ``_id``, numbers as Decimal,
-every scan page, batch reads and writes, GSI queries, and real revisions enforced with
-conditional writes (see ``revisions.py``).
+One table per collection (created on the first write; a read of a collection whose table does
+not exist answers as for an empty table and creates nothing), documents keyed on ``_id``,
+numbers as Decimal, every scan page, batch reads and writes, GSI queries, and real revisions
+enforced with conditional writes (see ``revisions.py``).
 
 The data plane (items, batches, scans, queries) goes through a boto3 *resource*; DAX offers the
 same interface, so a DAX resource can be passed in and this stays one code path. The control
@@ -238,15 +239,24 @@ class DynamoDBService:
         """The document with ``_id`` and ``_rev``, or None."""
         table = self._table_name(db_name)
         doc_id = validate_id(doc_id)
-        self._ensure(table, db_name)
-        if self.coalesce_reads:
-            raw = self._reads(table).load(doc_id)
-            return None if raw is None else decode_item(raw, self.native_numbers)
-        params: dict[str, Any] = {"Key": {_ID: doc_id}, "ConsistentRead": self.consistent_read}
-        response = self._call(
-            "GetItem", table, lambda: self._table(table).get_item(**params), request=params
-        )
-        item = response.get("Item")
+        if self._find(table) is None:
+            return None
+        try:
+            if self.coalesce_reads:
+                item = self._reads(table).load(doc_id)
+            else:
+                params: dict[str, Any] = {
+                    "Key": {_ID: doc_id},
+                    "ConsistentRead": self.consistent_read,
+                }
+                response = self._call(
+                    "GetItem", table, lambda: self._table(table).get_item(**params), request=params
+                )
+                item = response.get("Item")
+        except GatewayError as exc:
+            if not _table_deleted(exc):
+                raise
+            return None
         return None if item is None else decode_item(item, self.native_numbers)
 
     def delete(self, db_name: str, doc_id: str, *, if_rev: IfRev = None) -> bool:
@@ -279,7 +289,11 @@ class DynamoDBService:
         table = self._table_name(db_name)
         doc_id = validate_id(doc_id)
         _check_if_rev(if_rev)
-        self._ensure(table, db_name)
+        if self._find(table) is None:
+            # No table, no document: nothing to remove, and nothing is created.
+            if isinstance(if_rev, str):
+                raise _conflict(db_name, doc_id, if_rev, "DeleteItem")
+            return None
         if self.coalesce_writes:
             writes = self._writes(table)
             if if_rev is None:
@@ -343,15 +357,19 @@ class DynamoDBService:
         table = self._table_name(db_name)
         ids = validate_ids(doc_ids)
         found: dict[str, Document | None] = dict.fromkeys(ids)
-        if not ids:
+        if not ids or self._find(table) is None:
             return found
-        self._ensure(table, db_name)
-        if self.coalesce_reads:
-            for doc_id, raw in self._reads(table).load_many(found).items():
-                found[doc_id] = None if raw is None else decode_item(raw, self.native_numbers)
+        try:
+            if self.coalesce_reads:
+                raws = self._reads(table).load_many(found)
+            else:
+                raws = {item[_ID]: item for item in self._batch_get(table, list(found))}
+        except GatewayError as exc:
+            if not _table_deleted(exc):
+                raise
             return found
-        for item in self._batch_get(table, list(found)):
-            found[item[_ID]] = decode_item(item, self.native_numbers)
+        for doc_id, raw in raws.items():
+            found[doc_id] = None if raw is None else decode_item(raw, self.native_numbers)
         return found
 
     def save_many(self, db_name: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -404,9 +422,8 @@ class DynamoDBService:
         """Delete every listed document with BatchWriteItem (missing ids are ignored)."""
         table = self._table_name(db_name)
         ids = validate_ids(doc_ids)
-        if not ids:
-            return
-        self._ensure(table, db_name)
+        if not ids or self._find(table) is None:
+            return  # no table: nothing to delete, and nothing is created
         if self.coalesce_writes:
             _raise_first_error(self._writes(table).submit_many([Write(doc_id) for doc_id in ids]))
             return
@@ -415,25 +432,37 @@ class DynamoDBService:
     def query(self, db_name: str, index: str, value: Any) -> list[Document]:
         """Documents whose ``index`` partition key equals ``value``, across every page."""
         table = self._table_name(db_name)
-        info = self._ensure(table, db_name)
-        attribute = info.index_keys.get(index) if isinstance(index, str) else None
+        info = self._find(table)
+        if info is None:
+            # No table yet: the indexes it will be created with.
+            index_keys = {name: spec.attribute for name, spec in self._indexes_for(db_name).items()}
+        else:
+            index_keys = dict(info.index_keys)
+        attribute = index_keys.get(index) if isinstance(index, str) else None
         if attribute is None:
             raise ValidationError(
                 f"Collection {db_name!r} has no index {index!r} (its indexes: "
-                f"{sorted(info.index_keys) or 'none'}). Declare it in the YAML config under "
+                f"{sorted(index_keys) or 'none'}). Declare it in the YAML config under "
                 f"collections.{db_name}.indexes.{index} (attribute and type); a table that already "
                 "exists needs the index added with UpdateTable."
             )
         key_value = encode_key_value(value, f"the value queried on index {index!r}")
+        if info is None:
+            return []
         params: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": Key(attribute).eq(key_value),
         }
         documents: list[Document] = []
         while True:
-            response = self._call(
-                "Query", table, lambda: self._table(table).query(**params), request=params
-            )
+            try:
+                response = self._call(
+                    "Query", table, lambda: self._table(table).query(**params), request=params
+                )
+            except GatewayError as exc:
+                if "ExclusiveStartKey" in params or not _table_deleted(exc):
+                    raise
+                return []
             documents.extend(decode_item(i, self.native_numbers) for i in response["Items"])
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
@@ -507,9 +536,16 @@ class DynamoDBService:
         return self._table_name(db_name)
 
     def ensure_table(self, db_name: str) -> TableInfo:
-        """Create the collection's table now (normally done on first use) and describe it."""
+        """Create the collection's table now (normally done on the first write); describe it."""
         table = self._table_name(db_name)
         return self._ensure(table, db_name)
+
+    def table_info(self, db_name: str) -> TableInfo | None:
+        """Describe the collection's table; None if it does not exist (nothing is created).
+
+        Raises `ConfigError` for a table whose key is not ``_id`` (string, HASH).
+        """
+        return self._find(self._table_name(db_name))
 
     @property
     def control_client(self) -> Any:
@@ -527,7 +563,12 @@ class DynamoDBService:
         return self._indexes.get(db_name, {})
 
     def _ensure(self, table: str, db_name: str) -> TableInfo:
+        """The table's info, creating the table if needed: for writes."""
         return self._tables.ensure(table, db_name)
+
+    def _find(self, table: str) -> TableInfo | None:
+        """The table's info, None if it does not exist: for reads (creates nothing)."""
+        return self._tables.find(table)
 
     def _table(self, table: str) -> Any:
         # Table objects are cheap to use but not to build: one per table, shared by threads
@@ -640,7 +681,8 @@ class DynamoDBService:
                 "DescribeTable",
                 "CreateTable",
             ):
-                # The table was deleted behind our back: forget it so the next call re-creates it.
+                # The table was deleted behind our back: forget it, so the next write creates it
+                # again and the next read finds it missing.
                 self._tables.forget(table)
             raise translate(exc, operation, table) from exc
         except BotoCoreError as exc:
@@ -771,14 +813,20 @@ class DynamoDBService:
 
     def _scan_pages(self, db_name: str, page_size: int | None) -> Iterator[list[Document]]:
         table = self._table_name(db_name)
-        self._ensure(table, db_name)
+        if self._find(table) is None:
+            return
         params: dict[str, Any] = {"ConsistentRead": self.consistent_read}
         if page_size is not None:
             params["Limit"] = page_size
         while True:
-            response = self._call(
-                "Scan", table, lambda: self._table(table).scan(**params), request=params
-            )
+            try:
+                response = self._call(
+                    "Scan", table, lambda: self._table(table).scan(**params), request=params
+                )
+            except GatewayError as exc:
+                if "ExclusiveStartKey" in params or not _table_deleted(exc):
+                    raise
+                return
             page = [decode_item(i, self.native_numbers) for i in response["Items"]]
             if page:
                 yield page
@@ -873,6 +921,13 @@ class _TableWriteStore:
         )
         unprocessed: list[dict[str, Any]] = (response.get("UnprocessedItems") or {}).get(table, [])
         return unprocessed
+
+
+def _table_deleted(exc: GatewayError) -> bool:
+    """A read's error says the table does not exist (deleted since we described it): the read
+    answers as for an empty table. Not once a scan or query has handed out a page: then the
+    error stands, since part of the answer is already out."""
+    return exc.code == "ResourceNotFoundException"
 
 
 def _rev_of(result: WriteResult) -> str:

@@ -16,8 +16,14 @@ metric                                                      type      labels
 ``gateway_cache_hit_ratio``                                 gauge
 ``gateway_cache_errors_total``, ``_fallbacks_total``,       counter
 ``_evictions_total``, ``_repairs_total``,
-``_fills_skipped_total``, ``_single_flight_waits_total``
+``_fills_skipped_total``, ``_single_flight_waits_total``,
+``_writes_refused_total``
 ``gateway_cache_pending_repairs``, ``gateway_cache_items``  gauge
+``gateway_cache_healthy`` (tiered)                          gauge
+``gateway_cache_ack_timeouts_total`` (tiered)               counter
+``gateway_cache_invalidation_lag_seconds`` (tiered)         gauge     ``quantile`` (0.5, 0.99)
+``gateway_cache_invalidation_lag_max_seconds``,             gauge
+``_samples`` (tiered)
 ``gateway_cache_breaker_state``                             gauge     ``state`` (1 for the
                                                                       current one)
 ``gateway_dynamodb_calls_total``                            counter   ``operation``
@@ -38,7 +44,10 @@ metric                                                      type      labels
 ``gateway_dynamodb_latency_max_seconds``                    gauge     ``operation``
 ==========================================================  ========  ==========================
 
-Cache metrics appear only for a caching gateway (a bare `DynamoDBService` has no cache tier).
+Cache metrics appear only for a caching gateway (a bare `DynamoDBService` has no cache tier);
+``gateway_cache_items`` only for an in-process tier (``memory``, ``tiered``), and those marked
+(tiered) only for the tiered backend. The invalidation lag is over the tiered cache's last
+invalidations received (a window, not since start), and has no sample before the first one.
 Quantiles are this process's (0.5, 0.9, 0.99; see `gateway.metrics` for their precision);
 ``_count`` and ``_sum`` can be aggregated across instances, quantiles cannot.
 """
@@ -85,7 +94,15 @@ _CACHE_COUNTERS = (
         "gateway_cache_single_flight_waits",
         "Misses that waited for another caller's load of the same key.",
     ),
+    (
+        "writes_refused",
+        "gateway_cache_writes_refused",
+        "Writes refused (nothing written) because the cache could not be reached.",
+    ),
 )
+#: The invalidation lag quantiles of the tiered cache, and the keys of ``invalidation_lag_ms``.
+_LAG_QUANTILES = (("0.5", "p50"), ("0.99", "p99"))
+_S_PER_MS = 1e-3
 _BATCHING_COUNTERS = (
     ("batches", "gateway_coalescing_batches", "Coalesced DynamoDB batch requests."),
     ("items", "gateway_coalescing_items", "Keys or writes sent in coalesced batches."),
@@ -189,10 +206,29 @@ class PrometheusExporter:
             value=stats.get("pending_repairs", 0),
         )
         cache = stats.get("cache") or {}
-        if "items" in cache:
+        # The memory backend's own stats, or the memory tier's of the tiered backend.
+        items = cache.get("items", (cache.get("memory") or {}).get("items"))
+        if items is not None:
             yield core.GaugeMetricFamily(
-                "gateway_cache_items", "Entries held by the in-process cache.", value=cache["items"]
+                "gateway_cache_items",
+                "Entries held by the in-process cache (the memory tier of the tiered backend).",
+                value=items,
             )
+        if "healthy" in cache:
+            yield core.GaugeMetricFamily(
+                "gateway_cache_healthy",
+                "1 while the tiered cache may serve from memory (its pub/sub lease is live), "
+                "else 0.",
+                value=1 if cache["healthy"] else 0,
+            )
+        if "ack_timeouts" in cache:
+            yield core.CounterMetricFamily(
+                "gateway_cache_ack_timeouts",
+                "Invalidations of the tiered cache that some instance did not acknowledge in time.",
+                value=cache["ack_timeouts"],
+            )
+        if "invalidation_lag_ms" in cache:
+            yield from self._invalidation_lag(cache["invalidation_lag_ms"] or {})
         breaker = core.GaugeMetricFamily(
             "gateway_cache_breaker_state",
             "The cache circuit breaker's state (1 for the current one).",
@@ -201,6 +237,33 @@ class PrometheusExporter:
         for state in _BREAKER_STATES:
             breaker.add_metric([state], 1 if stats.get("breaker") == state else 0)
         yield breaker
+
+    def _invalidation_lag(self, lag: Mapping[str, Any]) -> Iterator[Any]:
+        """The tiered cache's invalidation lag (publish -> applied) over its recent window;
+        no sample until an invalidation was received."""
+        core = self._core
+        quantiles = core.GaugeMetricFamily(
+            "gateway_cache_invalidation_lag_seconds",
+            "Delay from publishing an invalidation to applying it here, over the last "
+            "invalidations received, in seconds.",
+            labels=["quantile"],
+        )
+        for quantile, key in _LAG_QUANTILES:
+            if lag.get(key) is not None:
+                quantiles.add_metric([quantile], lag[key] * _S_PER_MS)
+        yield quantiles
+        largest = core.GaugeMetricFamily(
+            "gateway_cache_invalidation_lag_max_seconds",
+            "The largest invalidation lag over the last invalidations received, in seconds.",
+        )
+        if lag.get("max") is not None:
+            largest.add_metric([], lag["max"] * _S_PER_MS)
+        yield largest
+        yield core.GaugeMetricFamily(
+            "gateway_cache_invalidation_lag_samples",
+            "Invalidations received that the lag quantiles are computed over.",
+            value=lag.get("samples", 0),
+        )
 
     def _batching(self, batching: Mapping[str, Mapping[str, Any]]) -> Iterator[Any]:
         core = self._core

@@ -1,9 +1,13 @@
-"""Tables created on first use: one per collection, key ``_id`` (string HASH), on-demand billing.
+"""Tables created on the first write: one per collection, key ``_id`` (string HASH), on-demand
+billing.
 
 Creation is safe when two threads (a lock per table) or two processes (``ResourceInUseException``
 means somebody else is creating it: wait for ACTIVE) get there at once, and when the table is
-still CREATING. Each table is described once per process; its secondary indexes are remembered
-so ``query`` knows each index's key attribute.
+still CREATING. Reads never create: `TableManager.find` answers None for a missing table, and
+does not remember that (the next read asks again, so a table another process creates later is
+found). Each existing table is described once per process; its secondary indexes are remembered
+so ``query`` knows each index's key attribute, and its key schema is checked: a table not keyed
+on ``_id`` (string, HASH) raises `ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError, WaiterError
 
 from gateway.aws_errors import translate
-from gateway.errors import GatewayError, ServiceUnavailableError
+from gateway.errors import ConfigError, GatewayError, ServiceUnavailableError
 
 #: How often and how long to poll DescribeTable while a table is being created.
 TABLE_POLL_DELAY_S = 1
@@ -63,7 +67,7 @@ class TableManager:
         self._locks_guard = threading.Lock()
 
     def ensure(self, table: str, db_name: str) -> TableInfo:
-        """The table's info, creating the table and waiting for it when needed."""
+        """The table's info, creating the table and waiting for it when needed (writes)."""
         info = self._ready.get(table)
         if info is not None:
             return info
@@ -71,6 +75,28 @@ class TableManager:
             info = self._ready.get(table)
             if info is None:
                 info = self._describe_or_create(table, db_name)
+                self._ready[table] = info
+            return info
+
+    def find(self, table: str) -> TableInfo | None:
+        """The table's info, or None if it does not exist (reads): creates nothing.
+
+        A table still CREATING is waited for. "Missing" is not remembered: each call on a
+        missing table describes it again, so one created meanwhile (by another process) is found.
+        """
+        info = self._ready.get(table)
+        if info is not None:
+            return info
+        with self._lock_for(table):
+            info = self._ready.get(table)
+            if info is None:
+                description = self._describe(table)
+                if description is None:
+                    return None
+                _check_key_schema(description)  # before waiting for a table we cannot use
+                if description.get("TableStatus") != "ACTIVE" or _indexes_pending(description):
+                    description = self._wait_active(table)
+                info = _info_from(description)
                 self._ready[table] = info
             return info
 
@@ -87,8 +113,10 @@ class TableManager:
         if description is None:
             self._create(table, db_name)
             description = self._wait_active(table)
-        elif description.get("TableStatus") != "ACTIVE" or _indexes_pending(description):
-            description = self._wait_active(table)
+        else:
+            _check_key_schema(description)  # before waiting for a table we cannot use
+            if description.get("TableStatus") != "ACTIVE" or _indexes_pending(description):
+                description = self._wait_active(table)
         return _info_from(description)
 
     def _describe(self, table: str) -> dict[str, Any] | None:
@@ -163,7 +191,43 @@ def _indexes_pending(description: Mapping[str, Any]) -> bool:
     )
 
 
+#: The only key schema the gateway works with.
+EXPECTED_KEY = "_id (string, HASH)"
+
+
+def _check_key_schema(description: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` unless the table's key is ``_id`` (string, HASH) alone.
+
+    A description without ``KeySchema`` (never from DynamoDB) is not checked.
+    """
+    keys = description.get("KeySchema")
+    if keys is None:
+        return
+    types = {
+        a.get("AttributeName"): a.get("AttributeType")
+        for a in description.get("AttributeDefinitions", [])
+    }
+    if [(k.get("AttributeName"), k.get("KeyType")) for k in keys] == [("_id", "HASH")] and (
+        types.get("_id", "S") == "S"
+    ):
+        return
+    names = {"S": "string", "N": "number", "B": "binary"}
+    has = ", ".join(
+        f"{k.get('AttributeName')} ({names.get(str(types.get(k.get('AttributeName'))), '?')}, "
+        f"{k.get('KeyType')})"
+        for k in keys
+    )
+    table = description.get("TableName", "?")
+    raise ConfigError(
+        f"Table {table!r} has the key {has or 'none'}, but the gateway expects the key "
+        f"{EXPECTED_KEY} alone. It was not created by the gateway: choose another table prefix "
+        "(dynamodb.table_prefix) or collection name, or copy its data into a table keyed on _id.",
+        operation="DescribeTable",
+    )
+
+
 def _info_from(description: Mapping[str, Any]) -> TableInfo:
+    _check_key_schema(description)
     index_keys: dict[str, str] = {}
     for index in [
         *description.get("GlobalSecondaryIndexes", []),

@@ -46,6 +46,8 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from gateway.bench.latency import DEFAULT_LATENCY_MS, LatencyInjector, service_clients  # noqa: E402
+from gateway.bench.report import health_problem, health_text  # noqa: E402
+from gateway.bench.runner import cache_health, merge_health  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 from gateway.emulator import EmbeddedDynamoDB, ensure_dummy_credentials  # noqa: E402
 from gateway.factory import (  # noqa: E402
@@ -217,7 +219,8 @@ class _Node:
         """This process's measurements since the test started, by request name."""
         report = {}
         for backend in list(self._backends.values()):
-            now = _counters(backend.service)
+            stats = backend.service.stats()
+            now = _counters(backend.service, stats)
             then = backend.baseline
             report[backend.name] = {
                 "kind": backend.kind,
@@ -225,6 +228,8 @@ class _Node:
                 "hits": now["hits"] - then["hits"],
                 "misses": now["misses"] - then["misses"],
                 "db_calls": dict(Counter(now["db_calls"]) - Counter(then["db_calls"])),
+                # Since the gateway started (not since the test did), and its breaker now.
+                "health": cache_health(stats),
             }
         return report
 
@@ -269,8 +274,8 @@ def _build_service(
         raise
 
 
-def _counters(service: DatabaseService) -> dict[str, Any]:
-    stats = service.stats()
+def _counters(service: DatabaseService, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    stats = service.stats() if stats is None else stats
     return {"hits": stats["hits"], "misses": stats["misses"], "db_calls": stats["db_calls"]}
 
 
@@ -463,6 +468,7 @@ def _merge(reports: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
                     "hits": 0,
                     "misses": 0,
                     "db_calls": {},
+                    "health": None,
                 },
             )
             gets = MicrosecondHistogram.from_wire(into["gets"])
@@ -471,6 +477,7 @@ def _merge(reports: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
             into["hits"] += part["hits"]
             into["misses"] += part["misses"]
             into["db_calls"] = dict(Counter(into["db_calls"]) + Counter(part["db_calls"]))
+            into["health"] = merge_health([into["health"], part.get("health")])
     return merged
 
 
@@ -518,6 +525,26 @@ def summary_lines(report: dict[str, dict[str, Any]]) -> list[str]:
             "* hits: the fastest <hit ratio> share of the gets (a cache hit is always faster "
             "than a DynamoDB round trip): hit pQ = get p(Q x hit ratio)"
         )
+    lines.extend(health_summary_lines(report))
+    return lines
+
+
+def health_summary_lines(report: dict[str, dict[str, Any]]) -> list[str]:
+    """Each gateway's cache health (`gateway.bench.runner.cache_health`), one line each:
+    ``gateway:redis: cache errors 0, fallbacks 0, breaker closed``, prefixed with ``WARNING``
+    (and in yellow on a terminal) when the cache failed during the run."""
+    lines = []
+    color = sys.stdout.isatty()
+    for name in sorted(report):
+        health = report[name].get("health")
+        if not health:
+            continue
+        text = health_text(name, health)
+        if health_problem(health):
+            text = f"WARNING: {text}"
+            if color:
+                text = f"\033[1;33m{text}\033[0m"
+        lines.append(text)
     return lines
 
 

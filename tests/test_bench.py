@@ -35,8 +35,15 @@ from gateway.bench.cost import (
 from gateway.bench.latency import LatencyInjector, service_clients
 from gateway.bench.meter import RequestMeter
 from gateway.bench.peers import DogpileCache, NaiveCache
-from gateway.bench.report import build_rows, format_ratio, table
-from gateway.bench.runner import BackendRun, RunConfig, percentile, run_backend
+from gateway.bench.report import build_rows, format_ratio, health_lines, table
+from gateway.bench.runner import (
+    BackendRun,
+    RunConfig,
+    cache_health,
+    merge_health,
+    percentile,
+    run_backend,
+)
 from gateway.bench.stale import StaleLog, check
 from gateway.cli import main
 from gateway.config import Settings
@@ -67,6 +74,15 @@ ROW_FIELDS = {
     "checked_reads",
     "peer",
     "vs_peer",
+    "cache_health",
+}
+GATEWAY_BACKENDS = {"memory", "redis", "tiered"}
+HEALTHY = {
+    "cache_errors": 0,
+    "fallbacks": 0,
+    "writes_refused": 0,
+    "pending_repairs": 0,
+    "breaker": "closed",
 }
 DEFAULT_BACKENDS = ["bare", "naive", "dogpile", "memory", "redis", "tiered"]
 PEERS = {"memory": "naive", "tiered": "naive", "redis": "dogpile"}
@@ -105,6 +121,8 @@ def check_report(document: dict[str, Any], backends: list[str]) -> None:
             )
         else:
             assert row["peer"] is None and row["vs_peer"] is None
+        # A gateway's cache tier stayed reachable; the others have no cache health.
+        assert row["cache_health"] == (HEALTHY if name in GATEWAY_BACKENDS else None), name
 
 
 def test_bench_completes_on_the_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,6 +137,17 @@ def test_bench_completes_on_the_embedded_default(capsys: pytest.CaptureFixture[s
     assert document["workload"]["backends"] == DEFAULT_BACKENDS
     if shutil.which("redis-server"):
         assert not document["skipped"]
+
+
+def test_bench_table_is_followed_by_each_gateways_cache_health(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [arg for arg in SHORT_RUN if arg != "--json"]
+    code = main([*argv, "--backends", "bare,memory"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "memory: cache errors 0, fallbacks 0, breaker closed" in out, out
+    assert "warning" not in out and "bare: cache" not in out, out
 
 
 def test_bench_runs_the_peers_end_to_end(
@@ -489,6 +518,61 @@ def test_rows_compare_every_backend_with_bare() -> None:
     assert rows[1].vs_bare["db_calls_per_1000_ops"] == 0.01
     assert rows[1].cost_source == "estimated"
     assert table(rows, "title").row_count == 2
+
+
+def test_cache_health_comes_from_a_gateways_stats_only() -> None:
+    stats = {"hits": 1, "cache_errors": 3, "fallbacks": 2, "pending_repairs": 1, "breaker": "open"}
+    assert cache_health(stats) == {
+        "cache_errors": 3,
+        "fallbacks": 2,
+        "writes_refused": 0,
+        "pending_repairs": 1,
+        "breaker": "open",
+    }
+    assert cache_health({"hits": 1, "misses": 0, "db_calls": {}}) is None  # bare, peers
+    merged = merge_health([None, HEALTHY, cache_health(stats), {**HEALTHY, "breaker": "half_open"}])
+    assert merged == {**cache_health(stats), "breaker": "open"}  # summed, the worst state
+    assert merge_health([{**HEALTHY, "breaker": "half_open"}, HEALTHY])["breaker"] == "half_open"  # type: ignore[index]
+    assert merge_health([None, None]) is None
+
+
+def test_runner_keeps_the_cache_health_at_the_end_of_the_run() -> None:
+    spec = WorkloadSpec(keys=20, read_ratio=0.9)
+    fake = FakeCache(spec)
+    calls = []
+
+    def stats() -> dict[str, Any]:
+        calls.append(1)
+        # Errors only after the window's start: still reported (the health is the end state).
+        errors = 0 if len(calls) == 1 else 4
+        return {**fake.stats(), "cache_errors": errors, "fallbacks": errors, "breaker": "open"}
+
+    config = RunConfig(threads=1, duration_s=0.1, warmup_s=0.0)
+    run = run_backend("redis", fake, spec, config, stats=stats)
+    assert run.cache_health == {**HEALTHY, "cache_errors": 4, "fallbacks": 4, "breaker": "open"}
+    assert run_backend("naive", fake, spec, config).cache_health is None  # no breaker
+
+
+def test_cache_health_lines_under_the_table_warn_only_on_failures() -> None:
+    bare = _run("bare", [4000.0] * 100, {"GetItem": 100})
+    memory = _run("memory", [5.0] * 100, {}, hits=100, misses=0)
+    memory.cache_health = dict(HEALTHY)
+    redis_run = _run("redis", [500.0] * 100, {}, hits=100, misses=0)
+    redis_run.cache_health = {**HEALTHY, "cache_errors": 1200, "fallbacks": 7, "breaker": "open"}
+    tiered = _run("tiered", [6.0] * 100, {}, hits=100, misses=0)
+    tiered.cache_health = {**HEALTHY, "writes_refused": 2, "pending_repairs": 3}
+    rows = build_rows([bare, memory, redis_run, tiered], item_bytes=1000, consistent=True)
+    assert rows[1].cache_health == HEALTHY and rows[0].cache_health is None
+    assert health_lines(rows) == [
+        "[dim]memory: cache errors 0, fallbacks 0, breaker closed[/dim]",
+        "[bold yellow]warning: redis: cache errors 1,200, fallbacks 7, breaker open[/bold yellow]",
+        "[bold yellow]warning: tiered: cache errors 0, fallbacks 0, writes refused 2, "
+        "pending repairs 3, breaker closed[/bold yellow]",
+    ]
+    rendered = table(rows, "title")
+    assert rendered.row_count == 4  # the table itself is unchanged: the lines are its caption
+    assert str(rendered.caption).endswith("\n".join(health_lines(rows)))
+    assert "bare:" not in str(rendered.caption)
 
 
 def test_consumed_capacity_is_preferred_when_reported() -> None:

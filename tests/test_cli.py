@@ -80,6 +80,7 @@ def test_put_replaces_and_honours_if_rev(run: Run) -> None:
 
 
 def test_get_of_a_missing_document_exits_1_with_one_line(run: Run) -> None:
+    assert run("put", "notes", "somebody", "{}")[0] == 0
     code, out, err = run("get", "notes", "nobody")
     assert code == 1
     assert out == ""
@@ -162,14 +163,79 @@ def test_tables_create_with_indexes_from_the_environment(
     assert json.loads(out)["indexes"] == {"by_email": "email"}
 
 
-def test_tables_describe_of_a_missing_table_is_one_line(run: Run) -> None:
-    code, out, err = run("tables", "describe", "never_created")
-    assert code == 1 and out == ""
+def table_exists(client: Any, name: str) -> bool:
+    """DescribeTable, not ListTables: the shared emulator holds more than one page of tables."""
+    try:
+        client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("get", "typo_coll", "x"),
+        ("export", "typo_coll", "--quiet"),
+        ("copy", "typo_coll", "--to-collection", "x_v2", "--quiet"),
+        ("pitr", "enable", "typo_coll"),
+        ("streams", "enable", "typo_coll"),
+        ("tables", "describe", "typo_coll"),
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+def test_a_missing_collection_exits_2_and_creates_nothing(
+    run: Run, table_prefix: str, dynamodb_client: ClientFactory, command: tuple[str, ...]
+) -> None:
+    code, out, err = run(*command)
+    assert code == 2, err
+    assert out == ""
     assert_one_line_error(err)
-    assert "ResourceNotFoundException" in err or "does not exist" in err
+    assert (
+        f"no such collection: typo_coll (table {table_prefix}typo_coll does not exist; it is "
+        "created on the first write)" in err
+    )
+    client = dynamodb_client()
+    assert not table_exists(client, f"{table_prefix}typo_coll")
+    assert not table_exists(client, f"{table_prefix}x_v2")
+
+
+def test_export_of_a_missing_collection_writes_no_file(
+    run: Run, table_prefix: str, dynamodb_client: ClientFactory, tmp_path: Path
+) -> None:
+    out_file = tmp_path / "typo.jsonl"
+    code, _, err = run("export", "typo_coll", "--out", str(out_file), "--quiet")
+    assert code == 2 and "no such collection: typo_coll" in err
+    assert list(tmp_path.iterdir()) == []
+    assert not table_exists(dynamodb_client(), f"{table_prefix}typo_coll")
+
+
+def test_get_through_a_cache_of_a_missing_collection_exits_2(
+    run: Run,
+    table_prefix: str,
+    dynamodb_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_BACKEND", "memory")
+    code, _, err = run("get", "typo2", "x")
+    assert code == 2 and "no such collection: typo2" in err
+    assert not table_exists(dynamodb_client(), f"{table_prefix}typo2")
+    assert run("put", "typo2", "y", "{}")[0] == 0
+    code, _, err = run("get", "typo2", "x")
+    assert code == 1 and "no such collection" not in err
+
+
+def test_delete_in_a_missing_collection_deletes_nothing_and_creates_nothing(
+    run: Run, table_prefix: str, dynamodb_client: ClientFactory
+) -> None:
+    code, out, err = run("delete", "typo_coll", "x")
+    assert code == 0, err
+    assert json.loads(out) == {"id": "x", "deleted": False}
+    assert not table_exists(dynamodb_client(), f"{table_prefix}typo_coll")
 
 
 def test_pitr_enable(run: Run, table_prefix: str, dynamodb_client: ClientFactory) -> None:
+    assert run("tables", "create", "notes")[0] == 0
     code, out, err = run("pitr", "enable", "notes")
     assert code == 0, err
     assert json.loads(out) == {
@@ -182,6 +248,7 @@ def test_pitr_enable(run: Run, table_prefix: str, dynamodb_client: ClientFactory
 
 
 def test_streams_enable(run: Run, table_prefix: str, dynamodb_client: ClientFactory) -> None:
+    assert run("put", "notes", "n1", "{}")[0] == 0
     code, out, err = run("streams", "enable", "notes", "--view-type", "NEW_IMAGE")
     assert code == 0, err
     answer = json.loads(out)

@@ -143,6 +143,9 @@ def test_microsecond_summary_is_printed(
     # the 1 ms injected: orders of magnitude apart, on any machine.
     assert int(hits[1]) < 1000 <= int(bare[1]), out
     assert gateway[-1].endswith("%") and float(gateway[-1].rstrip("%")) > 50, out
+    # The gateway's cache health, under the table: only the gateway has a cache tier.
+    assert "gateway:memory: cache errors 0, fallbacks 0, breaker closed" in out, out
+    assert "WARNING" not in out and "bare: cache" not in out, out
 
 
 def _summary_row(out: str, label: str) -> list[str]:

@@ -16,6 +16,7 @@ import math
 import random
 import sys
 import threading
+import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,7 +24,13 @@ from typing import Any
 
 import pytest
 
-from gateway import ConfigError, ConflictError, DynamoDBService, ValidationError
+from gateway import (
+    ConfigError,
+    ConflictError,
+    DynamoDBService,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from gateway.codec import item_size
 from gateway.metrics import (
     LATENCY_BOUNDS_NS,
@@ -623,3 +630,107 @@ def test_missing_prometheus_client_is_a_config_error(
         for build in (lambda: PrometheusExporter(service), lambda: start_exporter(service, 0)):
             with pytest.raises(ConfigError, match=r"pip install 'dynamodb-gateway\[metrics\]'"):
                 build()
+
+
+def _collect(service: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """`_scrape` without HTTP: the exporter's text from a registry of its own, parsed."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.prometheus import PrometheusExporter
+
+    registry = CollectorRegistry()
+    registry.register(PrometheusExporter(service))
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_prometheus_exports_the_memory_backends_items(exported_gateway: Any) -> None:
+    gw = exported_gateway
+    gw.save("users", "a", {"kind": "x"})
+    gw.get("users", "a")
+    metrics = _collect(gw)
+    assert metrics["gateway_cache_items"][()] == gw.stats()["cache"]["items"] == 1
+    assert metrics["gateway_cache_writes_refused_total"][()] == 0
+    for tiered_only in (
+        "gateway_cache_healthy",
+        "gateway_cache_ack_timeouts_total",
+        "gateway_cache_invalidation_lag_seconds",
+        "gateway_cache_invalidation_lag_max_seconds",
+    ):
+        assert tiered_only not in metrics
+
+
+def test_prometheus_exports_the_tiered_backends_health_and_lag(
+    moto_server: Any, table_prefix: str, redis_url: str
+) -> None:
+    with gateways("tiered", moto_server.endpoint_url, table_prefix, redis_url, count=2) as pair:
+        writer, reader = pair
+        for gw in pair:
+            assert gw.cache.wait_healthy(10.0)  # type: ignore[attr-defined]
+        before = _collect(reader)
+        # No invalidation received yet: the lag families have no sample.
+        assert before["gateway_cache_invalidation_lag_samples"][()] == 0
+        assert "gateway_cache_invalidation_lag_seconds" not in before
+        assert "gateway_cache_invalidation_lag_max_seconds" not in before
+        for i in range(3):
+            writer.save("users", f"u{i}", {"kind": "x"})
+            reader.get("users", f"u{i}")
+        writer.save("users", "u0", {"kind": "y"})  # invalidates the reader's copy
+        deadline = time.monotonic() + 10.0
+        while reader.stats()["cache"]["invalidation_lag_ms"]["samples"] == 0:
+            assert time.monotonic() < deadline, reader.stats()["cache"]
+            time.sleep(0.01)
+        metrics = _collect(reader)
+        stats = reader.stats()
+    cache = stats["cache"]
+    assert metrics["gateway_info"] == {(("cache_backend", "tiered"),): 1.0}
+    assert metrics["gateway_cache_items"][()] == cache["memory"]["items"] >= 2
+    assert metrics["gateway_cache_healthy"][()] == 1
+    assert metrics["gateway_cache_ack_timeouts_total"][()] == cache["ack_timeouts"] == 0
+    lag = cache["invalidation_lag_ms"]
+    assert metrics["gateway_cache_invalidation_lag_samples"][()] == lag["samples"] >= 1
+    quantiles = metrics["gateway_cache_invalidation_lag_seconds"]
+    assert quantiles[(("quantile", "0.5"),)] == pytest.approx(lag["p50"] / 1e3)
+    assert quantiles[(("quantile", "0.99"),)] == pytest.approx(lag["p99"] / 1e3)
+    assert metrics["gateway_cache_invalidation_lag_max_seconds"][()] == pytest.approx(
+        lag["max"] / 1e3
+    )
+    assert metrics["gateway_cache_breaker_state"][(("state", "closed"),)] == 1
+    assert metrics["gateway_cache_writes_refused_total"][()] == 0
+
+
+def test_prometheus_exports_refused_writes_and_the_open_breaker(
+    moto_server: Any, table_prefix: str, redis_relay: Any
+) -> None:
+    from gateway.breaker import CircuitBreaker
+
+    with gateways(
+        "redis",
+        moto_server.endpoint_url,
+        table_prefix,
+        redis_relay.url,
+        breaker=lambda: CircuitBreaker(failure_threshold=1, reset_s=60.0),
+    ) as (gw,):
+        gw.save("users", "a", {"kind": "x"})
+        healthy = _collect(gw)
+        redis_relay.refuse()
+        with pytest.raises(ServiceUnavailableError, match="nothing was written"):
+            gw.save("users", "a", {"kind": "y"})
+        metrics = _collect(gw)
+        stats = gw.stats()
+        redis_relay.heal()
+    # The redis backend has no in-process tier and none of the tiered backend's metrics.
+    assert "gateway_cache_items" not in healthy and "gateway_cache_healthy" not in healthy
+    assert healthy["gateway_cache_writes_refused_total"][()] == 0
+    assert metrics["gateway_cache_writes_refused_total"][()] == stats["writes_refused"] == 1
+    assert metrics["gateway_cache_errors_total"][()] == stats["cache_errors"] >= 1
+    assert stats["breaker"] == "open"
+    assert metrics["gateway_cache_breaker_state"] == {
+        (("state", "closed"),): 0,
+        (("state", "open"),): 1,
+        (("state", "half_open"),): 0,
+    }

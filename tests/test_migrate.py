@@ -454,6 +454,53 @@ def test_copy_to_the_same_table_is_refused(source: DynamoDBService, service_for:
         copy_collection(source, source, COLLECTION)
 
 
+def table_exists(service: DynamoDBService, db_name: str) -> bool:
+    """DescribeTable with a raw client call: creates nothing."""
+    client = service.control_client
+    try:
+        client.describe_table(TableName=service.table_name(db_name))
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+def test_export_of_a_missing_collection_exports_nothing_and_creates_nothing(
+    target: DynamoDBService,
+) -> None:
+    out = io.StringIO()
+    summary = export_collection(target, "typo_coll", out)
+    assert summary.documents == 0 and out.getvalue() == ""
+    assert not table_exists(target, "typo_coll")
+
+
+def test_copy_of_a_missing_collection_copies_nothing_and_creates_nothing(
+    source: DynamoDBService, target: DynamoDBService
+) -> None:
+    summary = copy_collection(source, target, "nosuchcoll", target_db_name="x_v2")
+    assert summary.documents == 0
+    assert not table_exists(source, "nosuchcoll")
+    assert not table_exists(target, "x_v2")
+
+
+def test_cli_copy_of_a_missing_collection_exits_2_and_creates_nothing(
+    cli: Any, source: DynamoDBService, target: DynamoDBService
+) -> None:
+    code, out, err = cli(
+        source.table_prefix,
+        "copy",
+        "nosuchcoll",
+        "--to-table-prefix",
+        target.table_prefix,
+        "--to-collection",
+        "x_v2",
+        "--quiet",
+    )
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "no such collection: nosuchcoll" in err
+    assert not table_exists(source, "nosuchcoll")
+    assert not table_exists(target, "x_v2")
+
+
 # --------------------------------------------------------------------------------------------
 # The command
 

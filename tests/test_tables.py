@@ -1,6 +1,6 @@
-"""Tables created on first use: against the emulator over HTTP, and `TableManager` on a fake
-control plane for the states the emulator never shows (CREATING tables, indexes still building,
-a waiter that times out).
+"""Tables created on the first write (reads create none), and key schemas checked: against the
+emulator over HTTP, and `TableManager` on a fake control plane for the states the emulator never
+shows (CREATING tables, indexes still building, a waiter that times out).
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from gateway import AccessDeniedError, DynamoDBService, GatewayError, ServiceUnavailableError
+from gateway import (
+    AccessDeniedError,
+    ConfigError,
+    ConflictError,
+    DynamoDBService,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from gateway.aws_errors import translate
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.tables import IndexSpec, TableInfo, TableManager
@@ -53,6 +60,15 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
         raise errors[0]
 
 
+def table_exists(client: Any, name: str) -> bool:
+    """DescribeTable, not ListTables: the shared emulator holds more than one page of tables."""
+    try:
+        client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
 def create_raw_table(client: Any, name: str) -> None:
     client.create_table(
         TableName=name,
@@ -79,15 +95,77 @@ def test_table_is_created_on_first_use_with_id_key_and_on_demand_billing(
     assert not table.get("GlobalSecondaryIndexes")
 
 
-def test_a_read_creates_the_table_too(
+def read_every_way(svc: DynamoDBService, db_name: str) -> None:
+    """Every read (and delete) of a collection whose table does not exist: answers as empty."""
+    assert svc.get(db_name, "nobody") is None
+    assert svc.get_many(db_name, ["a", "b", "a"]) == {"a": None, "b": None}
+    assert svc.list_all(db_name) == []
+    assert list(svc.iter_pages(db_name, page_size=10)) == []
+    assert svc.delete(db_name, "nobody") is False
+    assert svc.delete_returning_rev(db_name, "nobody") is None
+    with pytest.raises(ConflictError):
+        svc.delete(db_name, "nobody", if_rev="1-" + "0" * 32)
+    svc.delete_many(db_name, ["a", "b"])
+    assert svc.table_info(db_name) is None
+
+
+@pytest.mark.parametrize("coalesce", [False, True], ids=["plain", "coalesced"])
+def test_reads_of_a_missing_table_answer_empty_and_create_nothing(
+    moto_server: EmbeddedDynamoDB,
+    dynamodb_client: ClientFactory,
+    table_prefix: str,
+    coalesce: bool,
+) -> None:
+    with DynamoDBService(
+        endpoint_url=moto_server.endpoint_url,
+        table_prefix=table_prefix,
+        indexes=USERS_INDEXES,
+        coalesce_reads=coalesce,
+        coalesce_writes=coalesce,
+    ) as svc:
+        read_every_way(svc, "fresh")
+        read_every_way(svc, "users")
+        assert svc.query("users", "by_email", "a@x") == []
+        assert svc.query("users", "by_age", 3) == []
+        # The index is still checked against the configuration.
+        with pytest.raises(ValidationError, match="by_email"):
+            svc.query("users", "by_name", "Ada")
+        with pytest.raises(ValidationError, match="none"):
+            svc.query("fresh", "by_email", "x")
+        calls = svc.stats()["db_calls"]
+        assert "CreateTable" not in calls
+        assert set(calls) == {"DescribeTable"}
+    client = dynamodb_client()
+    for name in ("fresh", "users"):
+        assert not table_exists(client, f"{table_prefix}{name}")
+
+
+def test_a_table_created_later_elsewhere_is_found_by_reads(
     service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
 ) -> None:
-    assert service.get("fresh", "nobody") is None
-    assert service.list_all("other") == []
+    assert service.get("later", "a") is None
+    assert service.list_all("later") == []
     client = dynamodb_client()
-    for name in (f"{table_prefix}fresh", f"{table_prefix}other"):
-        # DescribeTable, not ListTables: the shared emulator holds more than one page of tables.
-        assert client.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE"
+    create_raw_table(client, f"{table_prefix}later")  # another process's first write
+    client.put_item(TableName=f"{table_prefix}later", Item={"_id": {"S": "a"}, "n": {"N": "1"}})
+    doc = service.get("later", "a")
+    assert doc is not None and doc["n"] == 1
+    assert [d["_id"] for d in service.list_all("later")] == ["a"]
+    assert "CreateTable" not in service.stats()["db_calls"]
+
+
+def test_the_first_write_creates_the_table(
+    service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    client = dynamodb_client()
+    service.save_many("batch_first", {"a": {}})
+    service.save("single_first", "a", {})
+    for name in ("batch_first", "single_first"):
+        assert (
+            client.describe_table(TableName=f"{table_prefix}{name}")["Table"]["TableStatus"]
+            == "ACTIVE"
+        )
+    assert service.get("single_first", "a") is not None
 
 
 def test_declared_indexes_are_created_with_the_table(
@@ -184,13 +262,93 @@ def test_a_table_deleted_behind_our_back_is_created_again(
     service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
 ) -> None:
     service.save("doomed", "a", {"n": 1})
-    dynamodb_client().delete_table(TableName=f"{table_prefix}doomed")
-    with pytest.raises(GatewayError) as caught:
-        service.get("doomed", "a")
-    assert caught.value.code == "ResourceNotFoundException"
-    # The service forgot the table: the next call creates it again.
+    client = dynamodb_client()
+    client.delete_table(TableName=f"{table_prefix}doomed")
+    # A read answers as for an empty table, and creates nothing.
+    assert service.get("doomed", "a") is None
+    assert service.list_all("doomed") == []
+    assert service.get_many("doomed", ["a"]) == {"a": None}
+    assert not table_exists(client, f"{table_prefix}doomed")
+    # The next write creates it again.
     service.save("doomed", "b", {"n": 2})
     assert [doc["_id"] for doc in service.list_all("doomed")] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("key_schema", "attributes", "named"),
+    [
+        (
+            [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            [
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            ["pk (string, HASH)", "sk (string, RANGE)"],
+        ),
+        (
+            [{"AttributeName": "_id", "KeyType": "HASH"}],
+            [{"AttributeName": "_id", "AttributeType": "N"}],
+            ["_id (number, HASH)"],
+        ),
+        (
+            [
+                {"AttributeName": "_id", "KeyType": "HASH"},
+                {"AttributeName": "ts", "KeyType": "RANGE"},
+            ],
+            [
+                {"AttributeName": "_id", "AttributeType": "S"},
+                {"AttributeName": "ts", "AttributeType": "N"},
+            ],
+            ["_id (string, HASH)", "ts (number, RANGE)"],
+        ),
+    ],
+    ids=["pk-sk", "numeric-id", "id-with-range"],
+)
+@pytest.mark.parametrize("first", ["read", "write"])
+def test_a_table_with_another_key_schema_is_a_config_error(
+    service: DynamoDBService,
+    dynamodb_client: ClientFactory,
+    table_prefix: str,
+    key_schema: list[dict[str, str]],
+    attributes: list[dict[str, str]],
+    named: list[str],
+    first: str,
+) -> None:
+    client = dynamodb_client()
+    client.create_table(
+        TableName=f"{table_prefix}foreign",
+        KeySchema=key_schema,
+        AttributeDefinitions=attributes,
+        BillingMode="PAY_PER_REQUEST",
+    )
+    calls: list[Callable[[], object]] = [
+        lambda: service.get("foreign", "a"),
+        lambda: service.get_many("foreign", ["a"]),
+        lambda: service.list_all("foreign"),
+        lambda: list(service.iter_pages("foreign")),
+        lambda: service.table_info("foreign"),
+        lambda: service.delete("foreign", "a"),
+        lambda: service.delete_many("foreign", ["a"]),
+        lambda: service.save("foreign", "a", {"n": 1}),
+        lambda: service.save_many("foreign", {"a": {"n": 1}}),
+        lambda: service.ensure_table("foreign"),
+    ]
+    if first == "write":
+        calls.reverse()
+    for call in calls:
+        with pytest.raises(ConfigError) as caught:
+            call()
+        message = str(caught.value)
+        assert f"{table_prefix}foreign" in message
+        assert "_id (string, HASH)" in message  # what the gateway expects
+        for key in named:
+            assert key in message
+    assert not {"GetItem", "BatchGetItem", "Scan", "PutItem", "DeleteItem", "BatchWriteItem"} & set(
+        service.stats()["db_calls"]
+    )
 
 
 # -- TableManager on a fake control plane ------------------------------------------------------
@@ -443,3 +601,45 @@ def test_manager_creates_once_under_concurrent_first_use() -> None:
     run_threads(THREADS, lambda i: infos.append(tables.ensure("p-t", "t")))
     assert client.calls.count("CreateTable") == 1
     assert len(infos) == THREADS and all(info == infos[0] for info in infos)
+
+
+def test_manager_find_creates_nothing_and_forgets_missing_tables() -> None:
+    client = FakeControlPlane([NOT_FOUND, NOT_FOUND, table_description("p-t")])
+    tables = manager(client)
+    assert tables.find("p-t") is None
+    assert tables.find("p-t") is None  # asked again: "missing" is not remembered
+    assert tables.find("p-t") == TableInfo("p-t", {})  # created meanwhile by someone else
+    assert tables.find("p-t") == TableInfo("p-t", {})  # and now remembered
+    assert client.calls == ["DescribeTable"] * 3
+
+
+def test_manager_find_waits_for_a_table_still_creating() -> None:
+    client = FakeControlPlane(
+        [
+            table_description("p-t", status="CREATING"),
+            table_description("p-t", status="CREATING"),
+            table_description("p-t"),
+        ]
+    )
+    assert manager(client).find("p-t") == TableInfo("p-t", {})
+    assert "CreateTable" not in client.calls
+    assert client.calls.count("DescribeTable") >= 3
+
+
+def test_manager_refuses_another_key_schema_before_waiting() -> None:
+    table = table_description("p-t", status="CREATING")
+    table["Table"]["KeySchema"] = [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    table["Table"]["AttributeDefinitions"] = [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "B"},
+    ]
+    for use in ("find", "ensure"):
+        client = FakeControlPlane([table])
+        tables = manager(client)
+        with pytest.raises(ConfigError, match=r"pk \(string, HASH\), sk \(binary, RANGE\)"):
+            tables.find("p-t") if use == "find" else tables.ensure("p-t", "t")
+        assert client.calls == ["DescribeTable"]  # no waiting, no creating
+        assert client.waits == []

@@ -28,7 +28,7 @@ from gateway.bench.cost import (
     RequestUnits,
     units_for_calls,
 )
-from gateway.bench.runner import BackendRun
+from gateway.bench.runner import HEALTH_COUNTERS, BackendRun
 from gateway.errors import ConfigError
 
 BARE = "bare"
@@ -78,6 +78,9 @@ class Row:
     peer: str | None = None
     #: This backend's figure divided by its peer's.
     vs_peer: dict[str, float | None] | None = None
+    #: A gateway's cache errors, fallbacks, refused writes, pending repairs and breaker state
+    #: at the end of its run (`gateway.bench.runner.cache_health`); None for the others.
+    cache_health: dict[str, Any] | None = None
 
 
 def build_rows(runs: Sequence[BackendRun], *, item_bytes: int, consistent: bool) -> list[Row]:
@@ -125,6 +128,7 @@ def _row(run: BackendRun, *, item_bytes: int, consistent: bool) -> Row:
         first_error=run.first_error,
         stale_reads=run.stale_reads,
         checked_reads=run.checked_reads,
+        cache_health=None if run.cache_health is None else dict(run.cache_health),
     )
 
 
@@ -190,14 +194,57 @@ def format_ratio(ratio: float | None) -> str:
     return f"{DIVIDED}{inverse:,.0f}" if inverse >= 100 else f"{DIVIDED}{inverse:.1f}"
 
 
+def health_problem(health: Mapping[str, Any]) -> bool:
+    """Whether a `cache_health` shows the cache tier failing: a non-zero counter, or a breaker
+    that is not closed."""
+    return health.get("breaker", "closed") != "closed" or any(
+        health.get(key) for key in HEALTH_COUNTERS
+    )
+
+
+def health_text(name: str, health: Mapping[str, Any]) -> str:
+    """``redis: cache errors 0, fallbacks 0, breaker closed`` (plain text), with the refused
+    writes and pending repairs when there are some."""
+    parts = [
+        f"cache errors {health.get('cache_errors', 0):,}",
+        f"fallbacks {health.get('fallbacks', 0):,}",
+    ]
+    for key, label in (
+        ("writes_refused", "writes refused"),
+        ("pending_repairs", "pending repairs"),
+    ):
+        if health.get(key):
+            parts.append(f"{label} {health[key]:,}")
+    parts.append(f"breaker {health.get('breaker', 'closed')}")
+    return f"{name}: " + ", ".join(parts)
+
+
+def health_lines(rows: Sequence[Row]) -> list[str]:
+    """One rich-markup line per gateway backend with its cache tier's health: dim when all
+    is well, a bold yellow warning when the cache failed (errors, fallbacks, refused writes,
+    pending repairs, a breaker not closed)."""
+    lines = []
+    for row in rows:
+        if row.cache_health is None:
+            continue
+        text = health_text(row.backend, row.cache_health)
+        if health_problem(row.cache_health):
+            lines.append(f"[bold yellow]warning: {text}[/bold yellow]")
+        else:
+            lines.append(f"[dim]{text}[/dim]")
+    return lines
+
+
 def table(rows: Sequence[Row], title: str) -> Table:
     """A rich table of ``rows``; under each figure, its ratio to the bare service's; beside
-    ops/s, the ratio to the peer's (when a peer ran); the stale reads."""
+    ops/s, the ratio to the peer's (when a peer ran); the stale reads. Its caption, under it,
+    has each gateway backend's cache health (`health_lines`)."""
     show_peer = any(row.vs_peer for row in rows)
     caption = f"{TIMES}N: N times the bare service's figure; {DIVIDED}N: 1/N of it."
     if show_peer:
         caption += " vs peer: ops/s over the named peer's."
-    result = Table(title=title, caption=caption, title_justify="left")
+    caption = "\n".join([caption, *health_lines(rows)])
+    result = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     show_errors = any(row.errors for row in rows)
     result.add_column("backend")
     result.add_column("ops/s", justify="right")

@@ -25,7 +25,7 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,11 @@ PROGRESS_EVERY_MASK = 255
 WARM_BATCH_KEYS = 100
 #: How long the caller waits for a worker past the deadline before giving up on it.
 JOIN_GRACE_S = 30.0
+#: The counters of a gateway's ``stats()`` that tell whether its cache tier stayed reachable
+#: (`cache_health`); with ``breaker``, the circuit breaker's state.
+HEALTH_COUNTERS = ("cache_errors", "fallbacks", "writes_refused", "pending_repairs")
+#: Breaker states from best to worst (to merge several processes' states).
+BREAKER_STATES = ("closed", "half_open", "open")
 
 ProgressCallback = Callable[[str, float, int], None]
 """``progress(phase, fraction_done, operations)``; phase is ``"warm-up"`` or ``"measure"``."""
@@ -94,6 +99,8 @@ class BackendRun:
     #: Document id → highest generation acknowledged by the end (the baseline included): the
     #: baseline of the next backend run on the same table.
     acknowledged: dict[str, int] = field(default_factory=dict)
+    #: The cache tier's health at the end of the run (`cache_health`): None but for a gateway.
+    cache_health: dict[str, Any] | None = None
 
     @property
     def operations(self) -> int:
@@ -264,7 +271,34 @@ def run_backend(
         stale_reads=stale.stale,
         checked_reads=stale.checked,
         acknowledged={key_name(i): g for i, g in sorted(stale.acknowledged.items())},
+        cache_health=cache_health(after) if has_cache else None,
     )
+
+
+def cache_health(stats: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A caching gateway's cache errors, fallbacks, refused writes and pending repairs since it
+    started, and its breaker's state, from its ``stats()``; None for anything else (the bare
+    service, the peers), which has no breaker."""
+    if "breaker" not in stats:
+        return None
+    health: dict[str, Any] = {key: int(stats.get(key, 0)) for key in HEALTH_COUNTERS}
+    health["breaker"] = str(stats["breaker"])
+    return health
+
+
+def merge_health(healths: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """Several processes' `cache_health`: the counters added up, the worst breaker state."""
+    present = [health for health in healths if health]
+    if not present:
+        return None
+    merged: dict[str, Any] = {
+        key: sum(int(health.get(key, 0)) for health in present) for key in HEALTH_COUNTERS
+    }
+    states = [str(health.get("breaker", "closed")) for health in present]
+    merged["breaker"] = max(
+        states, key=lambda state: BREAKER_STATES.index(state) if state in BREAKER_STATES else 3
+    )
+    return merged
 
 
 def _first_error(workers: list[_Worker]) -> str | None:

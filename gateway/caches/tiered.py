@@ -66,25 +66,26 @@ is skipped or the invalidation is applied after it.
 Holes found in the original design, and how they are closed
 -----------------------------------------------------------
 * Storing a write's entry in local memory: Redis may have *kept* a newer entry (another
-  instance's write that won the compare-and-set), while ``MemoryCache.write_many`` knows nothing
-  of it and would store the older one, and that instance's invalidation may already have been
-  applied here. Writes therefore drop the local copy; the next local read fills it from Redis.
-* ``fill_many`` likewise only goes to Redis (which may refuse the fill) and drops local copies.
+  instance's write), or dropped the key, and that instance's invalidation may already have
+  been applied here. A write's end therefore drops the local copy; the next local read fills
+  it from Redis.
+* ``fill_many`` goes to Redis (which may refuse the fill); only what Redis stored is copied
+  into memory, with the TTL Redis gave it, and only if no invalidation came in between.
 * Entries in memory never outlive their Redis TTL (else a negative entry or a short-TTL entry
   would be served from memory after Redis forgot it).
 * Fills taken while the listener was reconnecting: (re)connecting bumps the epoch, so a Redis
   read begun before the subscription was in place never fills memory.
-* A Redis failure (down, paused, timeout): the gateway then acknowledges writes without the
-  cache (fail-open), possibly without calling this backend at all once its circuit breaker is
-  open, while other instances may still hold leases taken just before the failure. So every
-  call that fails with `CacheUnavailable` raises it only ``lease_s`` after the failure was
-  seen: by then every instance whose last contact with Redis came before the failure has seen
-  its lease run out. The price: in the first moments of an outage, calls that reach the cache
-  take ``timeout_s + lease_s`` to fail (then the gateway's breaker opens and skips it). An
-  asymmetric partition (this instance cut off, others still reaching Redis) is not covered,
-  as with the bare Redis backend: they keep reading what Redis holds. A write whose Redis
-  command failed also drops its local copies and tries to publish its invalidation anyway,
-  since the command may have been applied with only its reply lost.
+* A Redis failure (down, paused, timeout): with ``cache.unreachable_writes: accept`` the
+  gateway then acknowledges writes without the cache, possibly without calling this backend
+  at all once its circuit breaker is open, while other instances may still hold leases taken
+  just before the failure. So every call that fails with `CacheUnavailable` raises it only
+  ``lease_s`` after the failure was seen: by then every instance whose last contact with Redis
+  came before the failure has seen its lease run out. The price: in the first moments of an
+  outage, calls that reach the cache take ``timeout_s + lease_s`` to fail (then the gateway's
+  breaker opens and skips it). An asymmetric partition (this instance cut off, others still
+  reaching Redis) is the gateway's to handle (`gateway.resilience`, README "The guarantee").
+  A write whose Redis command failed also drops its local copies and tries to publish its
+  invalidation anyway, since the command may have been applied with only its reply lost.
 
 Assumptions: the clocks of all instances and of Redis run at the same rate (to 1 %, over a
 lease); all writers of a key prefix are `TieredCache` instances of this protocol (a bare
