@@ -1,7 +1,7 @@
 """gateway: a fast, correct cache in front of Amazon DynamoDB.
 
-The public names are those of the contract (shared/CONTRACT.md); nothing is loaded or connected
-at import time.
+The public names are those documented in docs/api.md; nothing is loaded or connected at import
+time.
 """
 
 from gateway.config import Settings

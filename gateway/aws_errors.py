@@ -150,7 +150,9 @@ def translate(exc: BaseException, operation: str, table: str | None = None) -> G
     if code is None and isinstance(exc, BotoCoreError):
         return ServiceUnavailableError(
             f"DynamoDB could not be reached for {where}: {message}. Check the endpoint URL "
-            "(DYNAMODB_ENDPOINT_URL), the region and the network.",
+            "(the endpoint_url= passed to DynamoDBService, or the DYNAMODB_ENDPOINT_URL setting "
+            "when the service is built by get_database_service / Settings), the region and the "
+            "network.",
             code=None,
             operation=operation,
         )

@@ -19,11 +19,43 @@ from typing import Any
 from boto3.dynamodb.types import Binary
 
 from gateway.config import Settings
-from gateway.errors import ConfigError, GatewayError, ValidationError
+from gateway.errors import ConfigError, CredentialsError, GatewayError, ValidationError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+#: The distribution name in pyproject.toml, for ``gateway --version``.
+DISTRIBUTION = "dynamodb-gateway"
+#: Errors of bad input or configuration (missing or rejected AWS credentials included): exit 2.
+USAGE_ERRORS: tuple[type[GatewayError], ...] = (ConfigError, CredentialsError, ValidationError)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """2 for bad input or configuration (credentials are configuration), 1 for anything else."""
+    return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILURE
+
+
+def package_version() -> str:
+    """The installed version of the package; gateway.__version__ when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from gateway import __version__
+
+        return __version__
+
+
+def _quiet_broken_pipe() -> int:
+    """A reader that went away (``gateway export users | head -1``) is not an error: point
+    stdout at /dev/null, so that Python's final flush cannot fail again, and exit 0."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_OK
 
 
 def to_json(value: Any) -> str:
@@ -228,8 +260,15 @@ def _progress_bar(args: argparse.Namespace) -> Any:
     )
 
 
+def _plural(count: int, noun: str) -> str:
+    """The count and the noun, singular for one (`gateway.migrate.plural`, not imported here)."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
 def _status(documents: int, bad_lines: int = 0) -> str:
-    return f"{documents} documents" + (f", {bad_lines} bad lines" if bad_lines else "")
+    return _plural(documents, "document") + (
+        f", {_plural(bad_lines, 'bad line')}" if bad_lines else ""
+    )
 
 
 def _decimal_settings(args: argparse.Namespace) -> Settings:
@@ -294,9 +333,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 os.replace(partial, args.out)
                 partial = None
     except BrokenPipeError:  # e.g. `gateway export users | head`: not an error of ours
-        with contextlib.suppress(OSError, ValueError):  # no second error when Python exits
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+        return _quiet_broken_pipe()
     except OSError as exc:
         print(f"error: export of {args.collection!r} failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -353,10 +390,11 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"error: import stopped: {exc.__cause__}; resume with --resume-from {exc.resume_from}",
             file=sys.stderr,
         )
-        return EXIT_FAILURE
+        return exit_code_for(exc.__cause__ or exc)
     except KeyboardInterrupt:
         print(
-            f"error: interrupted after {last.documents} documents; resume with --resume-from "
+            f"error: interrupted after {_plural(last.documents, 'document')}; resume with "
+            "--resume-from "
             f"{last.last_line_committed + 1}",
             file=sys.stderr,
         )
@@ -367,7 +405,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"{summary.describe()} (from {name})", file=sys.stderr)
     if summary.bad_lines:
         print(
-            f"error: {len(summary.bad_lines)} lines of {name} were not imported (listed above); "
+            f"error: {_plural(len(summary.bad_lines), 'line')} of {name} "
+            f"{'was' if len(summary.bad_lines) == 1 else 'were'} not imported (listed above); "
             "the others were",
             file=sys.stderr,
         )
@@ -412,9 +451,12 @@ def cmd_copy(args: argparse.Namespace) -> int:
     except MigrationInterrupted as exc:
         print(exc.summary.describe(), file=sys.stderr)
         print(f"error: copy stopped: {exc.__cause__}; run it again", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code_for(exc.__cause__ or exc)
     except KeyboardInterrupt:
-        print(f"error: interrupted after {copied} documents; run it again", file=sys.stderr)
+        print(
+            f"error: interrupted after {_plural(copied, 'document')}; run it again",
+            file=sys.stderr,
+        )
         return 130
     print(f"{summary.describe()}: {route}", file=sys.stderr)
     return EXIT_OK
@@ -442,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--endpoint-url", help="DynamoDB endpoint, e.g. http://localhost:8000")
     parser.add_argument("--region", help="AWS region (default from config: us-east-1)")
     parser.add_argument("--table-prefix", help="prefix of every table name")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -567,15 +610,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gateway`` console script."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # `gateway` alone: the help, as `gateway --help` prints it
+        try:
+            parser.print_help(sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
+        return EXIT_OK
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args))
-    except (ConfigError, ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code = int(args.handler(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's final flush
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except GatewayError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -146,12 +146,16 @@ def validate_collection_name(db_name: object, prefix: str = "") -> str:
         if prefix and len(db_name) <= MAX_TABLE_NAME_CHARS:
             room = MAX_TABLE_NAME_CHARS - len(prefix)
             raise ValidationError(
-                f"{shown} is {len(name)} characters: the table prefix ({len(prefix)} characters) "
-                f"makes it too long; {rule}, so with this prefix a collection name can have at "
-                f"most {max(room, 0)} characters"
+                f"{shown} is {len(name)} characters: the table prefix "
+                f"({_characters(len(prefix))}) makes it too long; {rule}, so with this prefix a "
+                f"collection name can have at most {_characters(max(room, 0))}"
             )
         raise ValidationError(f"{shown} is {len(name)} characters, too long; {rule}")
-    raise ValidationError(f"{shown} is {len(name)} characters, too short; {rule}")
+    raise ValidationError(f"{shown} is {_characters(len(name))}, too short; {rule}")
+
+
+def _characters(n: int) -> str:
+    return f"{n} character" if n == 1 else f"{n} characters"
 
 
 def validate_id(doc_id: object) -> str:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.config import Settings
-from gateway.factory import build_dynamodb_service
+from gateway.factory import get_database_service
 
 DEMO_COLLECTION = "demo_users"
 
@@ -39,6 +39,15 @@ def _endpoint(settings: Settings, console: Console) -> Iterator[Settings]:
         yield settings.model_copy(update={"DYNAMODB_ENDPOINT_URL": emulator.endpoint_url})
 
 
+def _describe_cache(backend: str, stats: dict[str, object]) -> str:
+    """The configured cache and, for a caching gateway, its hits and misses."""
+    if backend == "none":
+        return "none (every read goes to DynamoDB)"
+    if "hits" in stats:
+        return f"{backend}: {stats['hits']} hits, {stats['misses']} misses"
+    return backend
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo and print what happened."""
     from gateway.cli import _settings
@@ -47,7 +56,7 @@ def run_demo(args: argparse.Namespace) -> int:
     count = max(1, int(getattr(args, "documents", 50)))
     with (
         _endpoint(_settings(args), console) as settings,
-        build_dynamodb_service(settings) as service,
+        get_database_service(settings) as service,
     ):
         started = time.perf_counter()
         revs = {}
@@ -62,6 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
         service.delete_many(DEMO_COLLECTION, [f"u{i}" for i in range(count)])
         left = service.list_all(DEMO_COLLECTION)
         stats = service.stats()
+        cache = settings.CACHE_BACKEND
 
     table = Table(title="gateway demo")
     table.add_column("step")
@@ -72,6 +82,7 @@ def run_demo(args: argparse.Namespace) -> int:
     table.add_row("list_all", f"{len(everything)} documents")
     table.add_row("delete u0, then get", repr(gone))
     table.add_row("delete_many, then list_all", f"{len(left)} documents")
+    table.add_row("cache (CACHE_BACKEND)", _describe_cache(cache, stats))
     table.add_row(
         "DynamoDB calls", ", ".join(f"{k}={v}" for k, v in sorted(stats["db_calls"].items()))
     )

@@ -82,6 +82,11 @@ _SET_TAGS: Final = {"SS": "strings", "NS": "numbers", "BS": "binary values"}
 _SHOWN_CHARS: Final = 60
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``count`` and the noun, singular for exactly one: "1 line", "2 lines", "0 lines"."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 # --------------------------------------------------------------------------------------------
 # Results
 
@@ -127,7 +132,7 @@ class ExportSummary:
     def describe(self) -> str:
         """One line for people."""
         return (
-            f"exported {self.documents} documents ({self.bytes} bytes) from "
+            f"exported {plural(self.documents, 'document')} ({plural(self.bytes, 'byte')}) from "
             f"{self.collection!r} in {self.seconds:.2f} s"
         )
 
@@ -167,14 +172,14 @@ class ImportSummary:
         """One line for people."""
         if self.lines_read:
             last = self.first_line + self.lines_read - 1
-            lines = f"lines {self.first_line}-{last}"
+            lines = f"line {last}" if self.lines_read == 1 else f"lines {self.first_line}-{last}"
         else:
             lines = f"no lines from line {self.first_line}"
         parts = [f"{len(self.bad_lines)} bad", f"{self.blank_lines} blank"]
         if self.skipped_existing:
             parts.append(f"{self.skipped_existing} skipped as already present")
         return (
-            f"imported {self.saved} documents into {self.collection!r} ({lines}: "
+            f"imported {plural(self.saved, 'document')} into {self.collection!r} ({lines}: "
             f"{', '.join(parts)}) in {self.seconds:.2f} s; last line committed: "
             f"{self.last_line_committed}"
         )
@@ -200,7 +205,7 @@ class CopySummary:
             else ""
         )
         return (
-            f"copied {self.documents} documents from {self.source_collection!r} to "
+            f"copied {plural(self.documents, 'document')} from {self.source_collection!r} to "
             f"{self.target_collection!r}{skipped} in {self.seconds:.2f} s"
         )
 
@@ -780,7 +785,7 @@ def copy_collection(
     except GatewayError as exc:
         summary = CopySummary(db_name, target_db, copied, skipped, clock() - started)
         raise MigrationInterrupted(
-            f"copy of {db_name!r} stopped after {copied} documents: {exc}; a copy is "
+            f"copy of {db_name!r} stopped after {plural(copied, 'document')}: {exc}; a copy is "
             "idempotent: run it again",
             summary=summary,
             cause=exc,
@@ -805,5 +810,6 @@ __all__ = [
     "import_lines",
     "item_to_document",
     "parse_line",
+    "plural",
     "validate_document",
 ]

@@ -16,8 +16,16 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main, to_json
+from gateway.cli import EXIT_FAILURE, EXIT_USAGE, exit_code_for, main, to_json
 from gateway.emulator import EmbeddedDynamoDB
+from gateway.errors import (
+    AccessDeniedError,
+    ConfigError,
+    CredentialsError,
+    GatewayError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT_S = 120
@@ -285,7 +293,7 @@ def test_a_missing_config_file_is_a_usage_error(
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["get", "notes"], ["tables"], ["nonsense"]):
+    for argv in (["get", "notes"], ["tables"], ["nonsense"]):
         with pytest.raises(SystemExit) as caught:
             main(argv)
         assert caught.value.code == 2
@@ -330,3 +338,58 @@ def test_demo_runs_on_its_own_emulator() -> None:
     assert "gateway demo" in result.stdout
     assert "5 documents" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_no_arguments_prints_the_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: gateway") and "export" in out and "--version" in out
+    assert err == ""
+
+
+def test_version_is_the_installed_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code in (0, None)
+    out, _ = capsys.readouterr()
+    assert out.strip() == f"gateway {version('dynamodb-gateway')}"
+
+
+def test_configuration_errors_exit_2_the_others_1() -> None:
+    for usage in (ConfigError("c"), ValidationError("v"), CredentialsError("no credentials")):
+        assert exit_code_for(usage) == EXIT_USAGE
+    for failure in (GatewayError("g"), AccessDeniedError("a"), ServiceUnavailableError("s")):
+        assert exit_code_for(failure) == EXIT_FAILURE
+
+
+def test_missing_aws_credentials_exit_2_with_one_line(
+    moto_server: EmbeddedDynamoDB,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("RETRY", '{"max_attempts": 2, "base_seconds": 0.001, "cap_seconds": 0.01}')
+    code = main(["--endpoint-url", moto_server.endpoint_url, "get", "notes", "a"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert_one_line_error(err)
+    assert "No AWS credentials" in err
+
+
+def test_demo_uses_the_configured_cache_backend(
+    moto_server: EmbeddedDynamoDB,
+    table_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_BACKEND", "memory")
+    monkeypatch.setenv("COLUMNS", "200")
+    options = ["--endpoint-url", moto_server.endpoint_url, "--table-prefix", table_prefix]
+    code = main([*options, "demo", "--documents", "3"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "cache (CACHE_BACKEND)" in out
+    assert "memory:" in out and "hits" in out

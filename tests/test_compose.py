@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-#: The contract's environment variables (shared/CONTRACT.md, "Settings and the factory").
+#: The public environment variables (docs/api.md, Settings).
 CONTRACT_VARIABLES = frozenset(
     {
         "DATABASE_PROVIDER",

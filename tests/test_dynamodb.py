@@ -1259,6 +1259,8 @@ def test_translate_the_other_errors() -> None:
     unreachable = translate(EndpointConnectionError(endpoint_url="http://x"), "GetItem", "t")
     assert isinstance(unreachable, ServiceUnavailableError)
     assert "DYNAMODB_ENDPOINT_URL" in str(unreachable)
+    # DynamoDBService itself reads no environment variable: the message names its argument too.
+    assert "endpoint_url= passed to DynamoDBService" in str(unreachable)
     assert isinstance(translate(NoRegionError(), "GetItem"), ConfigError)
     assert isinstance(
         translate(ParamValidationError(report="bad"), "GetItem", "t"), ValidationError

@@ -23,6 +23,8 @@ from gateway.cli import main
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.migrate import (
     BadLine,
+    CopySummary,
+    ExportSummary,
     ImportSummary,
     MigrationInterrupted,
     Progress,
@@ -32,6 +34,7 @@ from gateway.migrate import (
     export_collection,
     import_lines,
     parse_line,
+    plural,
 )
 
 COLLECTION = "people"
@@ -650,3 +653,77 @@ def test_cli_import_from_standard_input(
     assert code == 0, err
     assert "imported 3 documents" in err and "(from <stdin>)" in err
     assert sorted(contents(target)) == ["n01", "n02", "n03"]
+
+
+def test_counts_of_one_are_singular() -> None:
+    assert [plural(n, "line") for n in (0, 1, 2)] == ["0 lines", "1 line", "2 lines"]
+    assert (
+        plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+    )
+    exported = ExportSummary(collection="c", documents=1, bytes=1, seconds=0.0).describe()
+    assert exported.startswith("exported 1 document (1 byte) from 'c'")
+    imported = ImportSummary(
+        collection="c",
+        first_line=5,
+        lines_read=1,
+        saved=1,
+        skipped_existing=0,
+        blank_lines=0,
+        bad_lines=(),
+        last_line_committed=5,
+        seconds=0.0,
+    ).describe()
+    assert imported.startswith("imported 1 document into 'c' (line 5: 0 bad, 0 blank)")
+    copied = CopySummary("a", "b", documents=1, skipped_existing=1, seconds=0.0).describe()
+    assert copied.startswith("copied 1 document from 'a' to 'b' (1 skipped")
+    assert "2 documents" in CopySummary("a", "b", 2, 0, 0.0).describe()
+
+
+def test_cli_import_of_one_bad_line_says_line_in_the_singular(
+    cli: Any, target: DynamoDBService, tmp_path: Path
+) -> None:
+    path = tmp_path / "one-bad.jsonl"
+    path.write_text('{"_id": "a", "v": 1}\nnot json\n', encoding="utf-8")
+    code, _, err = cli(target.table_prefix, "import", COLLECTION, str(path))
+    assert code == 1
+    assert "imported 1 document into" in err
+    assert err.strip().split("\n")[-1].startswith("error: 1 line of ")
+    assert "1 line of" in err and " was not imported" in err and "1 lines" not in err
+
+
+def test_cli_export_into_a_reader_that_stops_early_exits_0_quietly(
+    source: DynamoDBService, moto_server: EmbeddedDynamoDB
+) -> None:
+    """`gateway export people | head -1`: the closed pipe is not an error."""
+    import os
+    import subprocess
+    import sys
+
+    # Enough lines to fill the pipe's buffer many times over, so the export is still writing.
+    padding = "x" * 2000
+    source.save_many(COLLECTION, {f"p{i:04d}": {"pad": padding} for i in range(300)})
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "--endpoint-url",
+        moto_server.endpoint_url,
+        "--table-prefix",
+        source.table_prefix,
+        "export",
+        COLLECTION,
+        "--quiet",
+    ]
+    with subprocess.Popen(
+        command, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what `head -1` does after its line
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+    assert first.startswith(b"{")
+    assert code == 0, err
+    assert err == ""
