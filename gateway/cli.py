@@ -20,6 +20,7 @@ from boto3.dynamodb.types import Binary
 
 from gateway.config import Settings
 from gateway.errors import ConfigError, CredentialsError, GatewayError, ValidationError
+from gateway.service import ABSENT
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -144,8 +145,9 @@ def cmd_put(args: argparse.Namespace) -> int:
         doc = json.loads(args.json, parse_float=Decimal)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"JSON is not valid: {exc}. Quote it for the shell.") from exc
+    if_rev = ABSENT if args.if_absent else args.if_rev
     with _data_service(args) as service:
-        result = service.save(args.collection, args.id, doc, if_rev=args.if_rev)
+        result = service.save(args.collection, args.id, doc, if_rev=if_rev)
     print(to_json(result))
     return EXIT_OK
 
@@ -530,7 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("collection")
     put.add_argument("id")
     put.add_argument("json", help='the document, e.g. \'{"name": "Ada"}\'')
-    put.add_argument("--if-rev", help="save only if the stored _rev equals this")
+    condition = put.add_mutually_exclusive_group()
+    condition.add_argument("--if-rev", help="save only if the stored _rev equals this")
+    condition.add_argument(
+        "--if-absent",
+        action="store_true",
+        help="save only if no document has this id (create-only; the library's if_rev=ABSENT)",
+    )
     delete = add("delete", cmd_delete, "delete a document")
     delete.add_argument("collection")
     delete.add_argument("id")

@@ -87,6 +87,23 @@ def test_put_replaces_and_honours_if_rev(run: Run) -> None:
     assert "Conflict" in err
 
 
+def test_put_if_absent_creates_only(run: Run) -> None:
+    code, out, err = run("put", "notes", "n1", '{"v": 1}', "--if-absent")
+    assert code == 0, err
+    rev = json.loads(out)["rev"]
+    code, out, err = run("put", "notes", "n1", '{"v": 2}', "--if-absent")
+    assert code == 1 and out == ""
+    assert_one_line_error(err)
+    assert "already exists" in err
+    assert json.loads(run("get", "notes", "n1")[1]) == {"_id": "n1", "_rev": rev, "v": 1}
+
+
+def test_put_if_absent_and_if_rev_exclude_each_other(run: Run) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run("put", "notes", "n1", "{}", "--if-absent", "--if-rev", "1-" + "0" * 32)
+    assert exited.value.code == 2
+
+
 def test_get_of_a_missing_document_exits_1_with_one_line(run: Run) -> None:
     assert run("put", "notes", "somebody", "{}")[0] == 0
     code, out, err = run("get", "notes", "nobody")
