@@ -1,14 +1,18 @@
-"""Builders shared by the caching-gateway tests: a bare service and gateways over each backend."""
+"""Builders shared by the caching-gateway tests: a bare service and gateways over each backend,
+and the tools of the concurrency tests (a worker thread, a polling wait, a gated backend)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.breaker import CircuitBreaker
-from gateway.caches.base import CacheBackend
+from gateway.caches.base import CacheBackend, End, Fill, Outcome
 from gateway.dynamodb import DynamoDBService
 from gateway.gateway import CachingGateway
 from gateway.retry import RetryPolicy
@@ -78,3 +82,100 @@ def gateways(
     finally:
         for gw in built:
             gw.close()
+
+
+#: How long the concurrency helpers below wait before calling a test stuck.
+TIMEOUT_S = 10.0
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
+    """Poll ``condition`` until it holds (a deadline, not a synchronization sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+class Worker(threading.Thread):
+    """Runs ``fn`` in a thread, keeping its result or exception for `outcome`."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self._fn()
+        except BaseException as exc:
+            self.error = exc
+
+    def outcome(self) -> Any:
+        self.join(TIMEOUT_S)
+        assert not self.is_alive(), "worker still running"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class GatedCache:
+    """A real cache backend with a gate: ``pause_end`` holds matching `end_write` calls until
+    released; ``interrupt`` raises a BaseException from one named call, once. Everything else
+    is delegated unchanged."""
+
+    def __init__(self, inner: CacheBackend) -> None:
+        self.inner = inner
+        self.pause_end: Callable[[Sequence[End]], bool] = lambda ends: False
+        self.end_reached = threading.Event()
+        self.end_release = threading.Event()
+        self.interrupt: dict[str, BaseException] = {}
+        self.calls: list[tuple[str, str]] = []  # (method, thread name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _maybe_interrupt(self, method: str) -> None:
+        self.calls.append((method, threading.current_thread().name))
+        exc = self.interrupt.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def get(self, key: str) -> Any:
+        self._maybe_interrupt("get")
+        return self.inner.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> Any:
+        self._maybe_interrupt("get_many")
+        return self.inner.get_many(keys)
+
+    def fill_many(self, fills: Sequence[Fill]) -> None:
+        self._maybe_interrupt("fill_many")
+        self.inner.fill_many(fills)
+
+    def invalidate_many(self, keys: Sequence[str]) -> None:
+        self._maybe_interrupt("invalidate_many")
+        self.inner.invalidate_many(keys)
+
+    def end_write(self, ends: Sequence[End]) -> list[Outcome]:
+        self._maybe_interrupt("end_write")
+        if self.pause_end(ends):
+            self.end_reached.set()
+            assert self.end_release.wait(TIMEOUT_S)
+        return self.inner.end_write(ends)
+
+
+@contextmanager
+def one_gateway(
+    backend: CacheBackend, endpoint_url: str, table_prefix: str, **kwargs: Any
+) -> Iterator[CachingGateway]:
+    policy = Policy(jitter=0.0)
+    gw = CachingGateway(
+        make_service(endpoint_url, table_prefix), backend, policy_for=lambda _db: policy, **kwargs
+    )
+    try:
+        yield gw
+    finally:
+        gw.close()

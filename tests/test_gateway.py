@@ -17,9 +17,8 @@ from boto3.dynamodb.types import Binary
 
 from gateway import ABSENT, ConflictError, ValidationError
 from gateway.revisions import parse_generation
-from tests.gateway_helpers import Policy, gateways, make_service
+from tests.gateway_helpers import Policy, Worker, gateways, make_service, wait_for
 from tests.servers import FaultProxy
-from tests.test_gateway_consistency import Worker, wait_for
 
 BACKENDS = ["memory", "redis", "tiered"]
 

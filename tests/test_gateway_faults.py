@@ -23,9 +23,16 @@ from gateway.breaker import CircuitBreaker
 from gateway.caches.base import CacheBackend
 from gateway.errors import ServiceUnavailableError
 from gateway.gateway import CachingGateway
-from tests.gateway_helpers import Policy, make_cache, make_service
+from tests.gateway_helpers import (
+    GatedCache,
+    Policy,
+    Worker,
+    make_cache,
+    make_service,
+    one_gateway,
+    wait_for,
+)
 from tests.servers import FaultProxy, TcpRelay
-from tests.test_gateway_consistency import GatedCache, Worker, wait_for
 
 BACKENDS = ["redis", "tiered"]
 INTENT_TTL_S = 0.5
@@ -208,7 +215,6 @@ def test_an_interrupted_trial_frees_the_breaker(moto_server: Any, table_prefix: 
     """A BaseException during the half-open trial (no outcome) must not keep the trial
     "in flight" forever."""
     from gateway.caches.memory import MemoryCache
-    from tests.test_gateway_consistency import one_gateway
 
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=1, reset_s=1.0, clock=clock)

@@ -17,10 +17,10 @@ import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 
+from gateway import ABSENT
 from gateway.caches.memory import MemoryCache
 from gateway.errors import ConflictError, GatewayError
 from gateway.gateway import CachingGateway
@@ -83,17 +83,11 @@ def _one_operation(gw: CachingGateway, rng: random.Random, n: int) -> None:
         current = gw.get("race", key)
         try:
             if current is None:
-                gw.save("race", key, {"n": n, "created": True}, if_rev=gateway_absent())
+                gw.save("race", key, {"n": n, "created": True}, if_rev=ABSENT)
             else:
                 gw.save("race", key, {**current, "n": n}, if_rev=current["_rev"])
         except ConflictError:
             pass
-
-
-def gateway_absent() -> Any:
-    from gateway import ABSENT
-
-    return ABSENT
 
 
 @pytest.mark.slow
@@ -128,9 +122,7 @@ def test_once_writers_stop_every_instance_answers_what_dynamodb_holds(
                     unexpected.append(exc)
                     return
 
-        threads = [
-            threading.Thread(target=worker, args=(i,), name=f"w{i}") for i in range(THREADS)
-        ]
+        threads = [threading.Thread(target=worker, args=(i,), name=f"w{i}") for i in range(THREADS)]
         for thread in threads:
             thread.start()
         stop.wait(SECONDS)
