@@ -53,9 +53,10 @@ INSTALL_HINT = "pip install 'dynamodb-gateway[emulator]'"
 # Modules that `python -m moto.server` needs: moto itself and the `server` extra's web stack.
 _REQUIRED_MODULES = ("moto", "flask", "flask_cors", "werkzeug")
 
-# Runs in the child. It is `python -m moto.server` plus two things the CLI cannot do: a watchdog
-# that exits when the parent process is gone (argv[1] is the parent's pid), and, when quiet
-# (argv[2] == "1"), no per-request access log, which grows without bound under a load test.
+# Runs in the child. It is `python -m moto.server` plus what the CLI cannot do: a watchdog that
+# exits when the parent process is gone (argv[1] is the parent's pid); when quiet (argv[2] ==
+# "1"), no per-request access log, which grows without bound under a load test; and one speed
+# fix that cuts the emulator's CPU per request by about half (measured with py-spy).
 _BOOTSTRAP = """\
 import logging, os, sys, threading, time
 parent = int(sys.argv[1])
@@ -66,6 +67,13 @@ def _watch_parent():
 threading.Thread(target=_watch_parent, name="parent-watchdog", daemon=True).start()
 if sys.argv[2] == "1":
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+try:  # speed only (moto internals; a moto without them still works, slower)
+    # Routing listed moto's package directory on every request; it does not change.
+    import moto.backends
+    _modules = tuple(moto.backends.list_of_moto_modules())
+    moto.backends.list_of_moto_modules = lambda: _modules
+except (ImportError, AttributeError):
+    pass
 from moto.server import main
 main(sys.argv[3:])
 """

@@ -66,6 +66,7 @@ from gateway.caches.base import (
 )
 from gateway.caches.codec import RECORD_LUA_PATTERN, decode_entry, encode_entry
 from gateway.caches.errors import CacheCodecError, CacheUnavailable
+from gateway.caches.read_connections import ReadConnections
 from gateway.errors import ConfigError
 
 DEFAULT_KEY_PREFIX: Final = "gw:"
@@ -317,8 +318,11 @@ class RedisCache:
         """Connect lazily to the Redis at ``url``.
 
         ``url`` is ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, or
-        ``unix://``. Connections come from a blocking pool of ``max_connections``; connecting,
-        every command and waiting for a free connection are each bounded by ``timeout_s``.
+        ``unix://``. Connections come from a blocking pool of ``max_connections``; reads
+        (``GET``, ``MGET``) use up to ``max_connections`` more of their own, taken without a
+        lock (`gateway.caches.read_connections`), so up to twice ``max_connections`` in all.
+        Connecting, every command and waiting for a free connection are each bounded by
+        ``timeout_s``.
         ``floor_ttl_s``: how long a dropped entry's record stays as a floor (see
         `gateway.caches.base`); it must exceed the gateway's fill deadline. With ``probe``, one
         ``INFO cluster`` (bounded by ``timeout_s``) refuses a Redis Cluster and a wrong password
@@ -346,6 +350,8 @@ class RedisCache:
             raise ConfigError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         client = redis.Redis(connection_pool=pool)
         self._setup(client, key_prefix, floor_ttl_s, owns_client=True)
+        self._reads: ReadConnections | None = ReadConnections(client, max_connections)
+        self._read = self._reads.command
         if probe:
             try:
                 self.probe()
@@ -373,6 +379,8 @@ class RedisCache:
             raise ConfigError("RedisCache needs a client with decode_responses=False")
         self = cls.__new__(cls)
         self._setup(client, key_prefix, floor_ttl_s, owns_client=False)
+        self._reads = None  # the caller's client, with its own retries: used as it is
+        self._read = client.execute_command
         if probe:
             self.probe()
         return self
@@ -451,7 +459,7 @@ class RedisCache:
     def get(self, key: str) -> Entry | Miss:
         """The live entry for ``key``, or MISS (one ``GET``)."""
         try:
-            data = self._client.execute_command("GET", self._prefix + key)
+            data = self._read("GET", self._prefix + key)
         except RedisError as exc:
             raise self._unavailable(exc, "GET") from exc
         if data is None:
@@ -468,7 +476,7 @@ class RedisCache:
             return []
         prefix = self._prefix
         try:
-            values = self._client.execute_command("MGET", *[prefix + key for key in keys])
+            values = self._read("MGET", *[prefix + key for key in keys])
         except RedisError as exc:
             raise self._unavailable(exc, "MGET") from exc
         results: list[Entry | Miss] = []
@@ -639,6 +647,8 @@ class RedisCache:
         if self._owns_client:
             self._client.close()
             self._client.connection_pool.disconnect()
+        if self._reads is not None:
+            self._reads.disconnect()
 
     def __enter__(self) -> RedisCache:
         return self

@@ -1,0 +1,112 @@
+"""ReadConnections: the cache's GET / MGET on connections of their own, on a real redis-server.
+
+Every test holds a connection busy with a command the server answers only when told (``BLPOP``
+on a list nobody has pushed to yet), so "this connection is in use" and "its reply comes late"
+are states the test creates, never timings it hopes for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from gateway.caches.read_connections import ReadConnections
+from gateway.caches.redis_cache import RedisCache
+from tests.gateway_helpers import Worker, wait_for
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=4, timeout=5, socket_timeout=5
+    )
+    client = redis.Redis(connection_pool=pool)
+    yield client
+    client.close()
+    pool.disconnect()
+
+
+def _blocked_clients(admin: redis.Redis) -> int:
+    return sum(1 for entry in admin.client_list() if entry.get("cmd") == "blpop")
+
+
+def test_reads_reuse_one_connection_when_one_at_a_time(client: redis.Redis) -> None:
+    client.set("k", b"v")
+    reads = ReadConnections(client, limit=4)
+    assert [reads.command("GET", "k") for _ in range(50)] == [b"v"] * 50
+    assert reads.made == 1
+
+
+def test_beyond_the_limit_reads_go_through_the_pool(client: redis.Redis, redis_url: str) -> None:
+    client.set("k", b"v")
+    admin = redis.Redis.from_url(redis_url)
+    reads = ReadConnections(client, limit=1)
+    blocked = Worker(lambda: reads.command("BLPOP", "wake", 0))
+    wait_for(lambda: _blocked_clients(admin) == 1)  # the only own connection is busy
+    assert reads.command("GET", "k") == b"v"  # answered through the client's pool
+    assert reads.made == 1
+    admin.rpush("wake", b"x")
+    assert blocked.outcome() == [b"wake", b"x"]
+    admin.close()
+
+
+def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
+    redis_url: str,
+) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=0.2)
+    client = redis.Redis(connection_pool=pool)
+    admin = redis.Redis.from_url(redis_url)
+    client.set("k", b"value of k")
+    reads = ReadConnections(client, limit=1)
+    with pytest.raises(redis.TimeoutError):
+        reads.command("BLPOP", "late", 0)  # no answer within the socket timeout
+    admin.rpush("late", b"the late reply")  # would be the next thing read, had we kept it
+    assert reads.command("GET", "k") == b"value of k"
+    assert reads.made == 1  # the same connection, reconnected
+    admin.close()
+    client.close()
+    pool.disconnect()
+
+
+def test_an_error_reply_keeps_the_connection(client: redis.Redis) -> None:
+    client.rpush("a-list", b"x")
+    client.set("k", b"v")
+    reads = ReadConnections(client, limit=2)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        reads.command("GET", "a-list")
+    assert reads.command("GET", "k") == b"v"
+    assert reads.made == 1
+
+
+def test_a_forked_child_makes_its_own_connections(client: redis.Redis) -> None:
+    client.set("k", b"parent and child")
+    reads = ReadConnections(client, limit=2)
+    assert reads.command("GET", "k") == b"parent and child"
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            ok = reads.command("GET", "k") == b"parent and child" and reads.made == 1
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's connection was neither closed nor read by the child.
+    assert reads.command("GET", "k") == b"parent and child"
+    assert reads.made == 1
+
+
+def test_redis_cache_reads_on_its_own_connections_and_closes_them(redis_url: str) -> None:
+    cache = RedisCache(redis_url, key_prefix="reads:", max_connections=3, probe=False)
+    threads = [Worker(lambda: [cache.get_many(["a", "b"]) for _ in range(20)]) for _ in range(6)]
+    for thread in threads:
+        assert thread.outcome() is not None
+    reads = cache._reads
+    # At most max_connections of their own; the readers beyond waited on the pool.
+    assert reads is not None and 1 <= reads.made <= 3
+    cache.close()
+    assert all(connection._sock is None for connection in reads._made)
