@@ -80,6 +80,8 @@ DEFAULT_CACHE_NEGATIVE_TTL_S = 30.0
 DEFAULT_CACHE_TTL_JITTER = 0.1
 DEFAULT_CACHE_MAX_ITEMS = 100_000
 DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
+#: Cached list_all / query answers larger than this (approximate bytes) are not stored.
+DEFAULT_MAX_QUERY_BYTES = 1024 * 1024
 DEFAULT_REDIS_KEY_PREFIX = "gw:"
 DEFAULT_REDIS_TIMEOUT_S = 0.05
 DEFAULT_REDIS_BREAKER_FAILURES = 5
@@ -88,6 +90,7 @@ DEFAULT_CACHE_WRITE_INTENT_S = 5.0
 #: The gateway's fill deadline (`gateway.gateway.DEFAULT_FILL_DEADLINE_S`): intents outlive it.
 DEFAULT_FILL_DEADLINE_S = 2.0
 DEFAULT_CACHE_UNREACHABLE_WRITES: Literal["refuse", "accept"] = "refuse"
+DEFAULT_QUERY_INVALIDATION: Literal["value", "collection"] = "value"
 
 #: DynamoDB table and index names: 3 to 255 characters of this set.
 _NAME_CHARS = r"[A-Za-z0-9_.-]"
@@ -245,6 +248,10 @@ class CachePolicy(BaseModel):
         ge=1,
         description="an integer >= 1 (in-process tier entries), or null for global",
     )
+    cache_queries: bool | None = Field(
+        default=None,
+        description="true or false: cache list_all / query answers, or null for global",
+    )
 
 
 class CollectionConfig(BaseModel):
@@ -263,7 +270,7 @@ class CollectionConfig(BaseModel):
         default=None,
         description=(
             "null (global policy) or a mapping with enabled, ttl_seconds, "
-            "negative_ttl_seconds, max_items"
+            "negative_ttl_seconds, max_items, cache_queries"
         ),
     )
 
@@ -335,6 +342,7 @@ class ResolvedCachePolicy:
     negative_ttl_s: float
     jitter: float
     max_items: int
+    cache_queries: bool
 
 
 _DEFAULT_COLLECTION = CollectionConfig()
@@ -362,6 +370,8 @@ YAML_PATHS: Mapping[tuple[str, ...], str] = MappingProxyType(
         ("cache", "max_items"): "CACHE_MAX_ITEMS",
         ("cache", "max_bytes"): "CACHE_MAX_BYTES",
         ("cache", "cache_queries"): "CACHE_CACHE_QUERIES",
+        ("cache", "max_query_bytes"): "CACHE_MAX_QUERY_BYTES",
+        ("cache", "query_invalidation"): "CACHE_QUERY_INVALIDATION",
         ("cache", "redis_url"): "REDIS_URL",
         ("cache", "redis_key_prefix"): "REDIS_KEY_PREFIX",
         ("cache", "redis_timeout_seconds"): "REDIS_TIMEOUT_S",
@@ -887,6 +897,12 @@ class Settings(BaseSettings):
         default=DEFAULT_CACHE_MAX_BYTES, ge=1, description="a number of bytes, an integer >= 1"
     )
     CACHE_CACHE_QUERIES: bool = Field(default=True, description="true or false")
+    CACHE_MAX_QUERY_BYTES: int = Field(
+        default=DEFAULT_MAX_QUERY_BYTES, ge=1, description="a number of bytes, an integer >= 1"
+    )
+    CACHE_QUERY_INVALIDATION: Literal["value", "collection"] = Field(
+        default=DEFAULT_QUERY_INVALIDATION, description="value or collection"
+    )
     REDIS_KEY_PREFIX: str = Field(
         default=DEFAULT_REDIS_KEY_PREFIX,
         max_length=64,
@@ -1088,4 +1104,9 @@ class Settings(BaseSettings):
             ),
             jitter=self.CACHE_TTL_JITTER,
             max_items=policy.max_items if policy.max_items is not None else self.CACHE_MAX_ITEMS,
+            cache_queries=(
+                policy.cache_queries
+                if policy.cache_queries is not None
+                else self.CACHE_CACHE_QUERIES
+            ),
         )

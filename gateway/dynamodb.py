@@ -12,12 +12,13 @@ plane (describing and creating tables) always goes to DynamoDB through a boto3 c
 
 from __future__ import annotations
 
+import enum
 import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import perf_counter_ns
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import boto3
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
@@ -76,6 +77,21 @@ class _ConditionFailed(Exception):
     def __init__(self, stored: Mapping[str, Any] | None) -> None:
         super().__init__("condition failed")
         self.stored = stored
+
+
+class _Unknown(enum.Enum):
+    UNKNOWN = "UNKNOWN"
+
+    def __repr__(self) -> str:
+        return "UNKNOWN_PREVIOUS"
+
+
+#: What a write replaced, when it cannot be known: a batched write (BatchWriteItem returns no
+#: old items), or an attempt whose answer was lost and was sent again (the retry's old item may
+#: be the lost attempt's own).
+UNKNOWN_PREVIOUS: Final = _Unknown.UNKNOWN
+#: The item a write replaced (None: there was none), or `UNKNOWN_PREVIOUS`.
+Previous = dict[str, Any] | None | Literal[_Unknown.UNKNOWN]
 
 
 class _Attempts:
@@ -202,19 +218,33 @@ class DynamoDBService:
         self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
     ) -> tuple[SaveResult, dict[str, Any]]:
         """Like ``save``, also returning the item as written (with ``_id`` and ``_rev``)."""
+        result, item, _ = self.save_with_previous(db_name, doc_id, doc, if_rev=if_rev)
+        return result, item
+
+    def save_with_previous(
+        self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
+    ) -> tuple[SaveResult, dict[str, Any], Previous]:
+        """Like `save_with_item`, also returning the item the save replaced (see `Previous`).
+
+        On a table with indexes the PutItem asks for the old item (``ReturnValues=ALL_OLD``,
+        which DynamoDB answers without consuming more capacity); without indexes nothing is
+        asked and the previous item is `UNKNOWN_PREVIOUS`.
+        """
         table = self._table_name(db_name)
         doc_id, item = self.validate_save(db_name, doc_id, doc, if_rev=if_rev)
-        self._ensure(table, db_name)
+        info = self._ensure(table, db_name)
+        want_old = bool(info.index_keys)
+        previous: Previous = UNKNOWN_PREVIOUS
         if not self.coalesce_writes:
             with self.write_locks.hold([(table, doc_id)]):
-                rev = self._put(table, doc_id, item, if_rev)
+                rev, previous = self._put(table, doc_id, item, if_rev, want_old)
         elif if_rev is None:
             rev = _rev_of(self._writes(table).submit(Write(doc_id, item)))
         else:
             # Conditional: bypasses batching, but not while the id is in a batch (see batching).
             with self._writes(table).exclusive([doc_id]):
-                rev = self._put(table, doc_id, item, if_rev)
-        return {"id": doc_id, "rev": rev}, item
+                rev, previous = self._put(table, doc_id, item, if_rev, want_old)
+        return {"id": doc_id, "rev": rev}, item, previous
 
     def validate_save(
         self, db_name: str, doc_id: str, doc: Mapping[str, Any], *, if_rev: IfRev = None
@@ -286,6 +316,12 @@ class DynamoDBService:
         Another writer may instead have removed the document in between; the two cannot be
         told apart, and the answer is the same as if this call had removed it.
         """
+        return self.delete_with_previous(db_name, doc_id, if_rev=if_rev)[0]
+
+    def delete_with_previous(
+        self, db_name: str, doc_id: str, *, if_rev: IfRev = None
+    ) -> tuple[str | None, Previous]:
+        """Like `delete_returning_rev`, also returning the item removed (see `Previous`)."""
         table = self._table_name(db_name)
         doc_id = validate_id(doc_id)
         _check_if_rev(if_rev)
@@ -293,17 +329,20 @@ class DynamoDBService:
             # No table, no document: nothing to remove, and nothing is created.
             if isinstance(if_rev, str):
                 raise _conflict(db_name, doc_id, if_rev, "DeleteItem")
-            return None
+            return None, None
         if self.coalesce_writes:
             writes = self._writes(table)
             if if_rev is None:
-                return writes.submit(Write(doc_id)).rev
+                return writes.submit(Write(doc_id)).rev, UNKNOWN_PREVIOUS
             with writes.exclusive([doc_id]):
                 return self._delete_item(table, db_name, doc_id, if_rev)
         return self._delete_item(table, db_name, doc_id, if_rev)
 
-    def _delete_item(self, table: str, db_name: str, doc_id: str, if_rev: IfRev) -> str | None:
-        """One DeleteItem (conditional with ``if_rev``); the removed revision, or None.
+    def _delete_item(
+        self, table: str, db_name: str, doc_id: str, if_rev: IfRev
+    ) -> tuple[str | None, Previous]:
+        """One DeleteItem (conditional with ``if_rev``); the removed revision (None if none
+        was) and the removed item.
 
         See `delete_returning_rev` for an attempt whose answer was lost.
         """
@@ -326,15 +365,16 @@ class DynamoDBService:
                 and isinstance(if_rev, str)
                 and not self._exists(table, doc_id, exc.stored)
             ):
-                return if_rev  # removed by the attempt whose answer was lost
+                return if_rev, UNKNOWN_PREVIOUS  # removed by the attempt whose answer was lost
             raise _conflict(db_name, doc_id, if_rev, "DeleteItem") from exc
         old = response.get("Attributes")
         if not old:
             if attempts.ambiguous:
                 # Removed by the attempt whose answer was lost (or by another writer meanwhile).
-                return f"{self._revisions.next_generation(None)}-{_UNKNOWN_TOKEN}"
-            return None
-        return str(old.get(_REV, ""))
+                rev = f"{self._revisions.next_generation(None)}-{_UNKNOWN_TOKEN}"
+                return rev, UNKNOWN_PREVIOUS
+            return None, None
+        return str(old.get(_REV, "")), (UNKNOWN_PREVIOUS if attempts.ambiguous else dict(old))
 
     def list_all(self, db_name: str) -> list[Document]:
         """Every document of the collection, across every scan page."""
@@ -433,20 +473,7 @@ class DynamoDBService:
         """Documents whose ``index`` partition key equals ``value``, across every page."""
         table = self._table_name(db_name)
         info = self._find(table)
-        if info is None:
-            # No table yet: the indexes it will be created with.
-            index_keys = {name: spec.attribute for name, spec in self._indexes_for(db_name).items()}
-        else:
-            index_keys = dict(info.index_keys)
-        attribute = index_keys.get(index) if isinstance(index, str) else None
-        if attribute is None:
-            raise ValidationError(
-                f"Collection {db_name!r} has no index {index!r} (its indexes: "
-                f"{sorted(index_keys) or 'none'}). Declare it in the YAML config under "
-                f"collections.{db_name}.indexes.{index} (attribute and type); a table that already "
-                "exists needs the index added with UpdateTable."
-            )
-        key_value = encode_key_value(value, f"the value queried on index {index!r}")
+        attribute, key_value = self._query_key(db_name, info, index, value)
         if info is None:
             return []
         params: dict[str, Any] = {
@@ -468,6 +495,40 @@ class DynamoDBService:
             if not last_key:
                 return documents
             params["ExclusiveStartKey"] = last_key
+
+    def index_attributes(self, db_name: str) -> Mapping[str, str]:
+        """Index name -> the attribute it is keyed on: the table's, or the indexes it will be
+        created with if it does not exist yet (reads its description once per table)."""
+        info = self._find(self._table_name(db_name))
+        if info is None:
+            return {name: spec.attribute for name, spec in self._indexes_for(db_name).items()}
+        return info.index_keys
+
+    def validate_query(self, db_name: str, index: str, value: Any) -> Any:
+        """Check a query's arguments as `query` does (`ValidationError`); returns the value
+        as DynamoDB compares it (str, Decimal or Binary). Reads the table's description
+        once per table, as `query` does; sends nothing else."""
+        table = self._table_name(db_name)
+        return self._query_key(db_name, self._find(table), index, value)[1]
+
+    def _query_key(
+        self, db_name: str, info: TableInfo | None, index: str, value: Any
+    ) -> tuple[str, Any]:
+        """The attribute ``index`` is keyed on and ``value`` encoded, or `ValidationError`."""
+        if info is None:
+            # No table yet: the indexes it will be created with.
+            index_keys = {name: spec.attribute for name, spec in self._indexes_for(db_name).items()}
+        else:
+            index_keys = dict(info.index_keys)
+        attribute = index_keys.get(index) if isinstance(index, str) else None
+        if attribute is None:
+            raise ValidationError(
+                f"Collection {db_name!r} has no index {index!r} (its indexes: "
+                f"{sorted(index_keys) or 'none'}). Declare it in the YAML config under "
+                f"collections.{db_name}.indexes.{index} (attribute and type); a table that already "
+                "exists needs the index added with UpdateTable."
+            )
+        return attribute, encode_key_value(value, f"the value queried on index {index!r}")
 
     # ------------------------------------------------------------------ service
 
@@ -692,29 +753,32 @@ class DynamoDBService:
         self._capacity.add_response(operation, response, request, estimate=self._estimate_capacity)
         return response
 
-    def _put(self, table: str, doc_id: str, item: dict[str, Any], if_rev: IfRev) -> str:
-        """The conditional PutItem(s) of ``save``; the revision written.
+    def _put(
+        self, table: str, doc_id: str, item: dict[str, Any], if_rev: IfRev, want_old: bool
+    ) -> tuple[str, Previous]:
+        """The conditional PutItem(s) of ``save``; the revision written and, with
+        ``want_old``, the item replaced (else `UNKNOWN_PREVIOUS`).
 
         A failed condition whose stored ``_rev`` is the revision this attempt wrote means an
         earlier attempt of the same PutItem was applied and only its answer was lost: success.
         """
         if if_rev is not None:
-            previous = None if if_rev is ABSENT else (parse_generation(if_rev) or 0)
-            rev = self._revisions.make(self._revisions.next_generation(previous))
+            generation = None if if_rev is ABSENT else (parse_generation(if_rev) or 0)
+            rev = self._revisions.make(self._revisions.next_generation(generation))
             item[_REV] = rev
             attempts = _Attempts()
             try:
-                self._put_item(table, item, _condition_for(if_rev), attempts)
+                old = self._put_item(table, item, _condition_for(if_rev), want_old, attempts)
             except _ConditionFailed as exc:
                 # Free when DynamoDB returned the stored item; else read only if an attempt
                 # may have been applied (without that, ours cannot be the stored revision).
                 if (exc.stored is not None or attempts.ambiguous) and self._stored_rev(
                     table, doc_id, exc.stored
                 ) == rev:
-                    return rev
+                    return rev, UNKNOWN_PREVIOUS
                 db_name = table[len(self.table_prefix) :]
                 raise _conflict(db_name, doc_id, if_rev, "PutItem") from exc
-            return rev
+            return rev, old
         # Unconditional save: one conditional PutItem in the common case (see revisions.py).
         generation = self._revisions.next_generation(None)
         condition: ConditionBase = Attr(_ID).not_exists() | Attr(_REV).lt(
@@ -724,12 +788,12 @@ class DynamoDBService:
             rev = self._revisions.make(generation)
             item[_REV] = rev
             try:
-                self._put_item(table, item, condition)
-                return rev
+                return rev, self._put_item(table, item, condition, want_old, _Attempts())
             except _ConditionFailed as exc:
                 stored_rev = self._stored_rev(table, doc_id, exc.stored)
             if stored_rev == rev:
-                return rev  # an earlier attempt was applied and only its answer was lost
+                # An earlier attempt was applied and only its answer was lost.
+                return rev, UNKNOWN_PREVIOUS
             if stored_rev is None:
                 # No item, or one written without a _rev (e.g. by the original service).
                 generation = self._revisions.next_generation(None)
@@ -760,19 +824,27 @@ class DynamoDBService:
         table: str,
         item: dict[str, Any],
         condition: ConditionBase | None,
-        attempts: _Attempts | None = None,
-    ) -> None:
+        want_old: bool,
+        attempts: _Attempts,
+    ) -> Previous:
+        """One PutItem; the item it replaced if ``want_old`` (None: none), else unknown."""
         params: dict[str, Any] = {"Item": item}
         if condition is not None:
             params["ConditionExpression"] = condition
             params["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        self._call(
+        if want_old:
+            params["ReturnValues"] = "ALL_OLD"
+        response = self._call(
             "PutItem",
             table,
             lambda: self._table(table).put_item(**params),
             request=params,
             attempts=attempts,
         )
+        if not want_old or attempts.ambiguous:
+            return UNKNOWN_PREVIOUS  # the old item of a retry may be the lost attempt's own
+        old = response.get("Attributes")
+        return dict(old) if old else None
 
     def _exists(self, table: str, doc_id: str, stored: Mapping[str, Any] | None) -> bool:
         """Whether the document exists after a failed condition: AWS returned it, or a

@@ -99,6 +99,8 @@ def build_gateway(
         ),
         intent_ttl_s=settings.CACHE_WRITE_INTENT_S,
         unreachable_writes=settings.CACHE_UNREACHABLE_WRITES,
+        max_query_bytes=settings.CACHE_MAX_QUERY_BYTES,
+        query_invalidation=settings.CACHE_QUERY_INVALIDATION,
     )
 
 

@@ -24,7 +24,10 @@
 * Callers always get private copies: mutating a returned document never changes the cache,
   nor the answer of another caller of the same single-flight load.
 
-``list_all``, ``iter_pages`` and ``query`` are passed through to DynamoDB, not cached.
+* ``list_all``, ``iter_pages`` and ``query`` answers are cached too where the collection's
+  policy says ``cache_queries`` (`gateway.query_cache`): every write drops the *epochs* of the
+  answers it can change (with the same intent as its documents), so no answer outlives an
+  acknowledged write either.
 """
 
 from __future__ import annotations
@@ -45,9 +48,19 @@ from gateway.caches.base import MISS, CacheBackend, End, Entry, Fill, Kind, Miss
 from gateway.caches.errors import CacheError
 from gateway.codec import copy_document, decode_item, validate_id, validate_ids
 from gateway.counters import Counter
-from gateway.dynamodb import DynamoDBService
+from gateway.dynamodb import UNKNOWN_PREVIOUS, DynamoDBService, Previous
 from gateway.errors import ConfigError, ServiceUnavailableError
 from gateway.metrics import SAMPLE_ONE_IN_8, WEYL_MULTIPLIER, LatencyRecorder
+from gateway.query_cache import (
+    QUERY_KEY_MARK,
+    QueryCache,
+    batch_keys,
+    left_keys,
+    query_suffix,
+    save_keys,
+    scan_epoch_key,
+    scan_suffix,
+)
 from gateway.resilience import GuardedCache
 from gateway.revisions import parse_generation
 from gateway.service import Document, IfRev, SaveResult
@@ -59,10 +72,14 @@ T = TypeVar("T")
 DEFAULT_INTENT_TTL_S = 5.0
 #: A load that took longer than this does not fill the cache (a stalled reader's copy is old).
 DEFAULT_FILL_DEADLINE_S = config.DEFAULT_FILL_DEADLINE_S
+#: Cached list_all / query answers larger than this (approximate bytes) are not stored.
+DEFAULT_MAX_QUERY_BYTES = config.DEFAULT_MAX_QUERY_BYTES
 #: Local waits derived from the cache's clock are lengthened by this fraction (clock rates).
 CLOCK_RATE_SLACK = 1.01
 
 UnreachableWrites = Literal["refuse", "accept"]
+QueryInvalidation = Literal["value", "collection"]
+QUERY_INVALIDATIONS: tuple[QueryInvalidation, ...] = ("value", "collection")
 UNREACHABLE_WRITES: tuple[UnreachableWrites, ...] = ("refuse", "accept")
 
 _KEY_SEPARATOR = ":"  # table names cannot contain ':', so "<table>:<id>" is unambiguous
@@ -79,6 +96,8 @@ class CachePolicyLike(Protocol):
     def negative_ttl_s(self) -> float: ...
     @property
     def jitter(self) -> float: ...
+    @property
+    def cache_queries(self) -> bool: ...
 
 
 class _Flight:
@@ -127,6 +146,8 @@ class CachingGateway:
         intent_ttl_s: float = DEFAULT_INTENT_TTL_S,
         fill_deadline_s: float = DEFAULT_FILL_DEADLINE_S,
         unreachable_writes: UnreachableWrites = "refuse",
+        max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
+        query_invalidation: QueryInvalidation = "value",
         random: Callable[[], float] = random_module.random,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -135,7 +156,11 @@ class CachingGateway:
         """``intent_ttl_s``: how long a write intent protects a key (see the module
         docstring); ``fill_deadline_s`` must stay below the backend's ``floor_ttl_s``;
         ``unreachable_writes``: ``"refuse"`` or ``"accept"`` a write whose intent cannot be
-        registered in the cache. ``clock`` (monotonic), ``wall_clock``, ``sleep`` and
+        registered in the cache; ``max_query_bytes``: the largest ``list_all`` / ``query``
+        answer stored (approximate bytes); ``query_invalidation``: ``"value"`` (a write drops
+        the cached answers of the index values its document leaves and joins) or
+        ``"collection"`` (every answer of its collection; see `gateway.query_cache`).
+        ``clock`` (monotonic), ``wall_clock``, ``sleep`` and
         ``random`` (TTL jitter) are injected for tests."""
         if unreachable_writes not in UNREACHABLE_WRITES:
             raise ValueError(
@@ -183,6 +208,22 @@ class CachingGateway:
         # cachetools' `_cached`): a load that finished just before has filled the key. Across
         # the network that would cost a round trip on every miss to save a rare second load.
         self._double_check = bool(getattr(cache, "in_process", False))
+        if max_query_bytes < 1:
+            raise ValueError(f"max_query_bytes must be at least 1, not {max_query_bytes}")
+        if query_invalidation not in QUERY_INVALIDATIONS:
+            raise ValueError(
+                f"query_invalidation must be one of {QUERY_INVALIDATIONS}, "
+                f"not {query_invalidation!r}"
+            )
+        self._by_value = query_invalidation == "value"
+        self._queries = QueryCache(
+            self._guard,
+            copy=self._copy,
+            max_bytes=max_query_bytes,
+            fill_deadline_s=fill_deadline_s,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
         self._hits = Counter()
         self._misses = Counter()
         self._waits = Counter()
@@ -259,22 +300,45 @@ class CachingGateway:
             self._get_many_latency.record(perf_counter_ns() - start)
 
     def list_all(self, db_name: str) -> list[Document]:
-        """Every document, from DynamoDB (scans are not cached)."""
+        """Every document: the cached answer if the collection caches queries, else a scan."""
         start = perf_counter_ns()
         try:
-            return self._service.list_all(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
+            if not (policy.enabled and policy.cache_queries):
+                return self._service.list_all(db_name)
+            return self._queries.answer(
+                table,
+                scan_suffix(),
+                self._ttl(policy.ttl_s, policy),
+                lambda: self._service.list_all(db_name),
+            )
         finally:
             self._list_all_latency.record(perf_counter_ns() - start)
 
     def iter_pages(self, db_name: str, page_size: int = 100) -> Iterator[list[Document]]:
-        """Pages of documents, from DynamoDB (scans are not cached)."""
-        return self._service.iter_pages(db_name, page_size)
+        """Pages of documents: from the cached scan if the collection caches queries (a miss
+        streams DynamoDB's pages and stores them once all were read), else from DynamoDB."""
+        policy, table = self._collections.get(db_name) or self._collection(db_name)
+        pages = self._service.iter_pages(db_name, page_size)  # checks page_size; scans lazily
+        if not (policy.enabled and policy.cache_queries):
+            return pages
+        return self._queries.pages(table, self._ttl(policy.ttl_s, policy), page_size, lambda: pages)
 
     def query(self, db_name: str, index: str, value: Any) -> list[Document]:
-        """An index query, from DynamoDB (query results are not cached)."""
+        """An index query: the cached answer if the collection caches queries, else
+        DynamoDB's (index and value are checked either way)."""
         start = perf_counter_ns()
         try:
-            return self._service.query(db_name, index, value)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
+            if not (policy.enabled and policy.cache_queries):
+                return self._service.query(db_name, index, value)
+            key_value = self._service.validate_query(db_name, index, value)
+            return self._queries.answer(
+                table,
+                query_suffix(index, key_value),
+                self._ttl(policy.ttl_s, policy),
+                lambda: self._service.query(db_name, index, value),
+            )
         finally:
             self._query_latency.record(perf_counter_ns() - start)
 
@@ -286,21 +350,26 @@ class CachingGateway:
         """Save through to DynamoDB, then put the saved document in the cache."""
         start = perf_counter_ns()
         try:
-            policy, _ = self._collections.get(db_name) or self._collection(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
             doc_id, _ = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
             if not policy.enabled:
                 return self._service.save(db_name, doc_id, doc, if_rev=if_rev)
             keys = {doc_id: self._key(db_name, doc_id)}
+            indexes = self._index_attributes(db_name)
+            epochs = save_keys(table, indexes, doc) if indexes else batch_keys(table)
 
-            def written(saved: tuple[SaveResult, dict[str, Any]]) -> dict[str, Entry]:
-                result, item = saved
+            def written(saved: tuple[SaveResult, dict[str, Any], Previous]) -> dict[str, Entry]:
+                result, item, _ = saved
                 return {doc_id: self._document_entry(result["rev"], item)}
 
-            result, _ = self._write_through(
+            result, _, _ = self._write_through(
                 policy,
                 keys,
-                lambda: self._service.save_with_item(db_name, doc_id, doc, if_rev=if_rev),
+                epochs,
+                lambda: self._service.save_with_previous(db_name, doc_id, doc, if_rev=if_rev),
                 written,
+                lambda saved: left_keys(table, indexes, saved[2], epochs),
+                left_keys(table, indexes, UNKNOWN_PREVIOUS, epochs),
                 # One conditional PutItem: DynamoDB applies these in generation order. Not so
                 # when saves are coalesced into BatchWriteItem (no conditions).
                 ordered=not self._service.coalesce_writes,
@@ -313,17 +382,21 @@ class CachingGateway:
         """Delete in DynamoDB, then leave a tombstone in the cache."""
         start = perf_counter_ns()
         try:
-            policy, _ = self._collections.get(db_name) or self._collection(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
             doc_id = validate_id(doc_id)
             if not policy.enabled:
                 return self._service.delete(db_name, doc_id, if_rev=if_rev)
             keys = {doc_id: self._key(db_name, doc_id)}
-
-            rev = self._write_through(
+            indexes = self._index_attributes(db_name)
+            epochs = [scan_epoch_key(table)] if indexes else batch_keys(table)
+            rev, _ = self._write_through(
                 policy,
                 keys,
-                lambda: self._service.delete_returning_rev(db_name, doc_id, if_rev=if_rev),
+                epochs,
+                lambda: self._service.delete_with_previous(db_name, doc_id, if_rev=if_rev),
                 lambda _: {doc_id: self._tombstone()},
+                lambda deleted: left_keys(table, indexes, deleted[1], epochs),
+                left_keys(table, indexes, UNKNOWN_PREVIOUS, epochs),
             )
             return rev is not None
         finally:
@@ -333,7 +406,7 @@ class CachingGateway:
         """Save through with BatchWriteItem, then put every saved document in the cache."""
         start = perf_counter_ns()
         try:
-            policy, _ = self._collections.get(db_name) or self._collection(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
             prepared = self._service.validate_save_many(db_name, docs)
             if not policy.enabled:
                 return self._service.save_many(db_name, docs)
@@ -346,7 +419,11 @@ class CachingGateway:
                 }
 
             items = self._write_through(
-                policy, keys, lambda: self._service.save_many_with_items(db_name, docs), written
+                policy,
+                keys,
+                batch_keys(table),
+                lambda: self._service.save_many_with_items(db_name, docs),
+                written,
             )
             return {doc_id: item["_rev"] for doc_id, item in items.items()}
         finally:
@@ -356,7 +433,7 @@ class CachingGateway:
         """Delete with BatchWriteItem, then leave tombstones in the cache."""
         start = perf_counter_ns()
         try:
-            policy, _ = self._collections.get(db_name) or self._collection(db_name)
+            policy, table = self._collections.get(db_name) or self._collection(db_name)
             ids = validate_ids(doc_ids)
             if not policy.enabled:
                 self._service.delete_many(db_name, ids)
@@ -365,6 +442,7 @@ class CachingGateway:
             self._write_through(
                 policy,
                 keys,
+                batch_keys(table),
                 lambda: self._service.delete_many(db_name, ids),
                 lambda _: {doc_id: self._tombstone() for doc_id in ids},
             )
@@ -375,18 +453,27 @@ class CachingGateway:
         self,
         policy: CachePolicyLike,
         keys: Mapping[str, str],
+        epochs: Sequence[str],
         perform: Callable[[], T],
         written: Callable[[T], Mapping[str, Entry]],
+        left: Callable[[T], list[str]] | None = None,
+        left_unknown: Sequence[str] = (),
         *,
         ordered: bool = False,
     ) -> T:
-        """Intent, DynamoDB, end of the intent (see the module docstring)."""
+        """Intent, DynamoDB, end of the intent (see the module docstring).
+
+        ``keys`` (id -> key) are the documents; ``epochs`` the query epochs the write drops
+        under the same intent (`gateway.query_cache`): always, whatever this instance's
+        ``cache_queries``, since other instances may cache queries. ``left`` names the epochs
+        only DynamoDB's answer reveals (the values the document left), dropped after the end;
+        ``left_unknown`` those to drop when the write failed and its reach is unknown.
+        """
         if not keys:
             return perform()
         intent = os.urandom(8).hex()
-        tokens = self._guard.begin_write(
-            list(keys.values()), intent, self._intent_ttl_s, ordered
-        )
+        every_key = [*keys.values(), *epochs]
+        tokens = self._guard.begin_write(every_key, intent, self._intent_ttl_s, ordered)
         # Taken after the intents were registered, so no earlier than their deadline in the
         # cache: once it has passed, the cache no longer trusts the entries they covered.
         until = self._clock() + self._intent_ttl_s * CLOCK_RATE_SLACK
@@ -404,38 +491,54 @@ class CachingGateway:
         except BaseException:
             self._end_flights(list(keys.values()))
             # Nothing written, or nothing known: drop the keys (one try; the intents expire).
-            self._end_write(policy, keys, intent, tokens, None, until=self._clock())
+            self._end_write(policy, keys, epochs, intent, tokens, None, until=self._clock())
+            if left_unknown:
+                self._guard.invalidate(list(left_unknown))
             raise
         self._end_flights(list(keys.values()))
         wait_until = until if self._unreachable_writes == "refuse" else self._clock()
-        self._end_write(policy, keys, intent, tokens, written(result), until=wait_until)
+        self._end_write(policy, keys, epochs, intent, tokens, written(result), until=wait_until)
+        if left is not None:
+            extra = left(result)
+            if extra:
+                self._guard.invalidate(extra)
         return result
 
     def _end_write(
         self,
         policy: CachePolicyLike,
         keys: Mapping[str, str],
+        epochs: Sequence[str],
         intent: str,
         tokens: list[int] | None,
         entries: Mapping[str, Entry] | None,
         until: float,
     ) -> None:
-        """End the intents; if the cache does not answer before ``until``, the intents have
-        expired there by the time this returns (``"refuse"``), or the keys are remembered and
-        invalidated when it answers again (``"accept"``)."""
+        """End the intents (the epochs are always dropped); if the cache does not answer
+        before ``until``, the intents have expired there by the time this returns
+        (``"refuse"``), or the keys are remembered and invalidated when it answers again
+        (``"accept"``)."""
+        every_key = [*keys.values(), *epochs]
         if tokens is None:
-            self._guard.invalidate(list(keys.values()))
+            self._guard.invalidate(every_key)
             return
         ends = []
-        for (doc_id, key), token in zip(keys.items(), tokens, strict=True):
+        for (doc_id, key), token in zip(keys.items(), tokens, strict=False):
             entry = None if entries is None else entries.get(doc_id)
             ttl = 0.0
             if entry is not None:
                 base = policy.ttl_s if entry.kind is Kind.DOCUMENT else policy.negative_ttl_s
                 ttl = self._ttl(base, policy)
             ends.append(End(key, intent, token, entry, ttl))
+        for key, token in zip(epochs, tokens[len(keys) :], strict=True):
+            ends.append(End(key, intent, token, None, 0.0))
         if self._guard.end_write(ends, until) is None and self._unreachable_writes == "accept":
-            self._guard.remember(list(keys.values()))
+            self._guard.remember(every_key)
+
+    def _index_attributes(self, db_name: str) -> Mapping[str, str]:
+        """The collection's indexes (index -> attribute) when writes drop the answers of
+        the values they touch; empty when they drop every answer (``"collection"``)."""
+        return self._service.index_attributes(db_name) if self._by_value else {}
 
     def _document_entry(self, rev: str, item: Mapping[str, Any]) -> Entry:
         return Entry(
@@ -457,18 +560,22 @@ class CachingGateway:
         """Drop one document from the cache (the next read loads it from DynamoDB)."""
         key = self._key(db_name, validate_id(doc_id))
         self._end_flights([key])
-        self._guard.invalidate([key])
+        # The document may be in cached list_all / query answers too: drop their epochs.
+        self._guard.invalidate([key, *batch_keys(self._service.table_name(db_name))])
 
     def invalidate_collection(self, db_name: str) -> int:
-        """Drop every cached document of a collection; returns how many entries were dropped.
+        """Drop every cached document and query answer of a collection; returns how many
+        entries were dropped.
 
         Raises the cache's error if it cannot be reached (nothing is remembered for later)."""
-        prefix = self._service.table_name(db_name) + _KEY_SEPARATOR
+        table = self._service.table_name(db_name)
+        prefix = table + _KEY_SEPARATOR
         with self._flights_lock:
             for key in [k for k in self._flights if k.startswith(prefix)]:
                 self._flights.pop(key).dirty = True
         try:
-            return self._guard.delete_prefix(prefix)
+            dropped = self._guard.delete_prefix(prefix)
+            return dropped + self._guard.delete_prefix(table + QUERY_KEY_MARK)
         except CacheError:
             self._guard.errors.inc()
             raise
@@ -489,6 +596,9 @@ class CachingGateway:
             "hits": hits,
             "misses": misses,
             "hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
+            "query_hits": self._queries.hits.value,
+            "query_misses": self._queries.misses.value,
+            "queries_too_large": self._queries.too_large.value,
             "db_calls": service_stats["db_calls"],
             "retry": service_stats.get("retry", {}),
             "batching": service_stats.get("batching", {}),

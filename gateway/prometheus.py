@@ -14,6 +14,8 @@ metric                                                      type      labels
 ``gateway_info``                                            gauge     ``cache_backend``
 ``gateway_cache_hits_total`` / ``_misses_total``            counter
 ``gateway_cache_hit_ratio``                                 gauge
+``gateway_query_cache_hits_total`` / ``_misses_total``,      counter
+``_too_large_total``
 ``gateway_cache_errors_total``, ``_fallbacks_total``,       counter
 ``_evictions_total``, ``_repairs_total``,
 ``_fills_skipped_total``, ``_single_flight_waits_total``,
@@ -69,6 +71,19 @@ DEFAULT_ADDR = "127.0.0.1"
 QUANTILES: tuple[tuple[str, str], ...] = (("0.5", "p50_us"), ("0.9", "p90_us"), ("0.99", "p99_us"))
 _S_PER_US = 1e-6
 _BREAKER_STATES = ("closed", "open", "half_open")
+_QUERY_COUNTERS = (
+    ("query_hits", "gateway_query_cache_hits", "list_all / query answers served from the cache."),
+    (
+        "query_misses",
+        "gateway_query_cache_misses",
+        "list_all / query answers the cache could not serve.",
+    ),
+    (
+        "queries_too_large",
+        "gateway_query_cache_too_large",
+        "list_all / query answers over cache.max_query_bytes, not stored.",
+    ),
+)
 _RETRY_COUNTERS = (
     ("retries", "gateway_dynamodb_retries", "Waits before another try of a DynamoDB call."),
     ("throttles", "gateway_dynamodb_throttles", "Throttling errors and partial batch results."),
@@ -160,6 +175,9 @@ class PrometheusExporter:
             "hits / (hits + misses) since start.",
             value=stats.get("hit_ratio", 0.0),
         )
+        if caching:
+            for key, name, documentation in _QUERY_COUNTERS:
+                yield core.CounterMetricFamily(name, documentation, value=stats.get(key, 0))
         if caching:
             yield from self._cache(stats)
 

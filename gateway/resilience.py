@@ -181,6 +181,10 @@ class GuardedCache:
             return [MISS if key in pending else e for key, e in zip(keys, entries, strict=True)]
         return entries
 
+    def awaits_repair(self, key: str) -> bool:
+        """Whether ``key`` awaits a replayed invalidation (the cache must not be used for it)."""
+        return key in self._pending
+
     def read_token(self, key: str, seen: Entry | Miss) -> int:
         """The backend's fill token for a reader that saw ``seen``."""
         return self.cache.read_token(key, seen)

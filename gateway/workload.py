@@ -3,6 +3,10 @@
 Keys are drawn from a Zipf distribution (a few hot keys, a long tail), the way real read-heavy
 services see them; documents are JSON-like with a target size. Randomness is injected (a seeded
 ``random.Random``) so that two runs, or two backends in one run, see the same key sequence.
+
+Two kinds: ``documents`` (a read is a ``get`` of the drawn key) and ``query`` (a read is an
+index query of the drawn key's *group*, ``"group"`` = ``g<key % QUERY_GROUPS>``, on the index
+`QUERY_INDEX`: "the orders of customer X"). Writes save the drawn key in both.
 """
 
 from __future__ import annotations
@@ -14,6 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_COLLECTION = "bench_docs"
+KINDS = ("documents", "query")
+#: Documents fall into this many groups (``index % QUERY_GROUPS``), queried by `QUERY_INDEX`.
+QUERY_GROUPS = 50
+#: The index of the ``query`` workload, on the documents' ``group`` attribute (a string).
+QUERY_INDEX = "by_group"
+QUERY_ATTRIBUTE = "group"
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class WorkloadSpec:
     read_ratio: float = 0.95
     collection: str = DEFAULT_COLLECTION
     seed: int = 7
+    kind: str = "documents"
 
     def __post_init__(self) -> None:
         if self.keys < 1:
@@ -36,6 +47,8 @@ class WorkloadSpec:
             raise ValueError(f"zipf must be >= 0 (0 = uniform), got {self.zipf}")
         if not 0.0 <= self.read_ratio <= 1.0:
             raise ValueError(f"read_ratio must be within 0..1, got {self.read_ratio}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
 
 def key_name(index: int) -> str:
@@ -43,17 +56,28 @@ def key_name(index: int) -> str:
     return f"doc-{index:07d}"
 
 
+def group_name(index: int) -> str:
+    """The ``group`` of key number ``index`` (what the ``query`` workload queries)."""
+    return f"g{index % QUERY_GROUPS}"
+
+
+def group_members(group: int, keys: int) -> range:
+    """The key numbers in group number ``group`` among ``keys`` keys."""
+    return range(group, keys, QUERY_GROUPS)
+
+
 def make_document(index: int, size: int, version: int = 0) -> dict[str, Any]:
     """A document of about ``size`` bytes (as JSON) for key ``index``."""
     doc: dict[str, Any] = {
         "title": f"document {index}",
+        QUERY_ATTRIBUTE: group_name(index),
         "version": version,
         "score": (index % 1000) / 7,
         "active": index % 3 != 0,
         "tags": [f"tag{index % 11}", f"tag{index % 13}"],
         "owner": {"id": index % 97, "name": f"owner {index % 97}"},
     }
-    filler = max(0, size - 190)
+    filler = max(0, size - 205)
     doc["body"] = ("lorem ipsum dolor sit amet " * (filler // 27 + 1))[:filler]
     return doc
 
@@ -81,9 +105,9 @@ class ZipfSampler:
 class Operation:
     """One step of the workload: a read or a write of one key."""
 
-    kind: str  # "read" or "write"
-    doc_id: str
-    index: int
+    kind: str  # "read", "query" or "write"
+    doc_id: str  # for a query: the group's name
+    index: int  # for a query: the group's number
 
 
 class Workload:
@@ -98,8 +122,12 @@ class Workload:
     def next(self) -> Operation:
         """The next operation."""
         index = self._sampler.draw()
-        kind = "read" if self._rng.random() < self.spec.read_ratio else "write"
-        return Operation(kind, key_name(index), index)
+        if self._rng.random() >= self.spec.read_ratio:
+            return Operation("write", key_name(index), index)
+        if self.spec.kind == "query":
+            group = index % QUERY_GROUPS
+            return Operation("query", group_name(index), group)
+        return Operation("read", key_name(index), index)
 
     def document_for(self, op: Operation) -> dict[str, Any]:
         """The document a write of ``op`` saves."""

@@ -4,6 +4,7 @@ and the tools of the concurrency tests (a worker thread, a polling wait, a gated
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +15,7 @@ from typing import Any
 from gateway.breaker import CircuitBreaker
 from gateway.caches.base import CacheBackend, End, Fill, Outcome
 from gateway.dynamodb import DynamoDBService
+from gateway.errors import GatewayError
 from gateway.gateway import CachingGateway
 from gateway.retry import RetryPolicy
 
@@ -28,6 +30,7 @@ class Policy:
     ttl_s: float = 300.0
     negative_ttl_s: float = 30.0
     jitter: float = 0.1
+    cache_queries: bool = True
 
 
 def make_service(endpoint_url: str, table_prefix: str, **kwargs: object) -> DynamoDBService:
@@ -88,6 +91,44 @@ def gateways(
 TIMEOUT_S = 10.0
 
 
+def race(
+    gws: Sequence[CachingGateway],
+    operation: Callable[[CachingGateway, random.Random, int], None],
+    *,
+    seed: int,
+    seconds: float,
+    threads: int = 8,
+) -> None:
+    """Run ``operation(gateway, rng, n)`` in a loop from ``threads`` threads (thread i on
+    ``gws[i % len(gws)]``, its own seeded rng) for ``seconds``; a `GatewayError` (a call that
+    failed past its retries) is fine, anything else fails the test."""
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        rng = random.Random(seed * 100 + index)
+        gw = gws[index % len(gws)]
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                operation(gw, rng, n)
+            except GatewayError:
+                pass
+            except BaseException as exc:
+                unexpected.append(exc)
+                return
+
+    running = [threading.Thread(target=worker, args=(i,), name=f"w{i}") for i in range(threads)]
+    for thread in running:
+        thread.start()
+    stop.wait(seconds)
+    stop.set()
+    for thread in running:
+        thread.join(30)
+    assert not unexpected, unexpected
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
     """Poll ``condition`` until it holds (a deadline, not a synchronization sleep)."""
     deadline = time.monotonic() + timeout_s
@@ -122,15 +163,18 @@ class Worker(threading.Thread):
 
 
 class GatedCache:
-    """A real cache backend with a gate: ``pause_end`` holds matching `end_write` calls until
-    released; ``interrupt`` raises a BaseException from one named call, once. Everything else
-    is delegated unchanged."""
+    """A real cache backend with gates: ``pause_end`` holds matching `end_write` calls and
+    ``pause_fill`` matching `fill_many` calls until released; ``interrupt`` raises a
+    BaseException from one named call, once. Everything else is delegated unchanged."""
 
     def __init__(self, inner: CacheBackend) -> None:
         self.inner = inner
         self.pause_end: Callable[[Sequence[End]], bool] = lambda ends: False
         self.end_reached = threading.Event()
         self.end_release = threading.Event()
+        self.pause_fill: Callable[[Sequence[Fill]], bool] = lambda fills: False
+        self.fill_reached = threading.Event()
+        self.fill_release = threading.Event()
         self.interrupt: dict[str, BaseException] = {}
         self.calls: list[tuple[str, str]] = []  # (method, thread name)
 
@@ -153,6 +197,9 @@ class GatedCache:
 
     def fill_many(self, fills: Sequence[Fill]) -> None:
         self._maybe_interrupt("fill_many")
+        if self.pause_fill(fills):
+            self.fill_reached.set()
+            assert self.fill_release.wait(TIMEOUT_S)
         self.inner.fill_many(fills)
 
     def invalidate_many(self, keys: Sequence[str]) -> None:

@@ -175,6 +175,8 @@ cache:
   max_items: 1000
   max_bytes: 1048576
   cache_queries: false
+  max_query_bytes: 65536
+  query_invalidation: collection
   redis_url: rediss://:pw@cache.example.com:6380/2
   redis_key_prefix: "app:"
   redis_timeout_seconds: 0.1
@@ -190,7 +192,7 @@ collections:
   users:
     indexes:
       by_email: {attribute: email}
-    cache: {ttl_seconds: 10, max_items: 50}
+    cache: {ttl_seconds: 10, max_items: 50, cache_queries: true}
 retry:
   max_attempts: 4
   cap_seconds: 1
@@ -221,6 +223,8 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
         "CACHE_MAX_ITEMS": 1000,
         "CACHE_MAX_BYTES": 1048576,
         "CACHE_CACHE_QUERIES": False,
+        "CACHE_MAX_QUERY_BYTES": 65536,
+        "CACHE_QUERY_INVALIDATION": "collection",
         "REDIS_KEY_PREFIX": "app:",
         "REDIS_TIMEOUT_S": 0.1,
         "REDIS_BREAKER_FAILURES": 3,
@@ -236,6 +240,7 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
                     "ttl_seconds": 10.0,
                     "negative_ttl_seconds": None,
                     "max_items": 50,
+                    "cache_queries": True,
                 },
             }
         },
@@ -892,15 +897,22 @@ def test_cache_policy_resolution() -> None:
             "off": {"cache": {"enabled": False}},
             "miss": {"cache": {"negative_ttl_seconds": 1}},
             "plain": {},
+            "scans": {"cache": {"cache_queries": False}},
         },
     )
     assert s.cache_policy("undeclared") == ResolvedCachePolicy(
-        enabled=True, ttl_s=100, negative_ttl_s=10, jitter=0.25, max_items=1000
+        enabled=True,
+        ttl_s=100,
+        negative_ttl_s=10,
+        jitter=0.25,
+        max_items=1000,
+        cache_queries=True,
     )
     assert s.cache_policy("plain") == s.cache_policy("undeclared")
     assert s.cache_policy("hot") == ResolvedCachePolicy(
-        enabled=True, ttl_s=5, negative_ttl_s=10, jitter=0.25, max_items=50
+        enabled=True, ttl_s=5, negative_ttl_s=10, jitter=0.25, max_items=50, cache_queries=True
     )
+    assert s.cache_policy("scans").cache_queries is False
     assert s.cache_policy("off").enabled is False
     assert s.cache_policy("off").ttl_s == 100
     assert s.cache_policy("miss").negative_ttl_s == 1

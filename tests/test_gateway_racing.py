@@ -22,10 +22,10 @@ import pytest
 
 from gateway import ABSENT
 from gateway.caches.memory import MemoryCache
-from gateway.errors import ConflictError, GatewayError
+from gateway.errors import ConflictError
 from gateway.gateway import CachingGateway
 from gateway.retry import RetryPolicy
-from tests.gateway_helpers import Policy, gateways, make_service
+from tests.gateway_helpers import Policy, gateways, make_service, race
 from tests.servers import FaultProxy
 
 RUNS = int(os.environ.get("GATEWAY_RACING_RUNS", "10"))
@@ -105,31 +105,7 @@ def test_once_writers_stop_every_instance_answers_what_dynamodb_holds(
     with instances(backend, fault_proxy.endpoint_url, table_prefix, redis_url) as gws:
         gws[0].save_many("race", {key: {"n": -1} for key in KEYS})
         fault_proxy.configure(latency_jitter_ms=30.0, lose_rate=0.03, lose_mode="error")
-        stop = threading.Event()
-        unexpected: list[BaseException] = []
-
-        def worker(index: int) -> None:
-            rng = random.Random(run * 100 + index)
-            gw = gws[index % len(gws)]
-            n = 0
-            while not stop.is_set():
-                n += 1
-                try:
-                    _one_operation(gw, rng, n)
-                except GatewayError:
-                    pass  # throttling or lost answers past the retries: a failed call is fine
-                except BaseException as exc:
-                    unexpected.append(exc)
-                    return
-
-        threads = [threading.Thread(target=worker, args=(i,), name=f"w{i}") for i in range(THREADS)]
-        for thread in threads:
-            thread.start()
-        stop.wait(SECONDS)
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-        assert not unexpected, unexpected
+        race(gws, _one_operation, seed=run, seconds=SECONDS, threads=THREADS)
         fault_proxy.clear_faults()
 
         truth = make_service(fault_proxy.endpoint_url, table_prefix)

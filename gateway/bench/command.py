@@ -52,9 +52,17 @@ from gateway.config import Settings
 from gateway.errors import ConfigError, ValidationError
 from gateway.factory import build_cache, build_dynamodb_service, build_gateway
 from gateway.revisions import parse_generation
-from gateway.workload import WorkloadSpec, key_name, make_document
+from gateway.workload import (
+    KINDS,
+    QUERY_ATTRIBUTE,
+    QUERY_INDEX,
+    WorkloadSpec,
+    key_name,
+    make_document,
+)
 
 BACKENDS = ("bare", "naive", "dogpile", "memory", "redis", "tiered")
+PEERS = ("naive", "dogpile")
 REDIS_BACKENDS = frozenset({"dogpile", "redis", "tiered"})
 DEFAULT_BACKENDS = ",".join(BACKENDS)
 DEFAULT_DURATION_S = 10.0
@@ -111,6 +119,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of reads, 0 to 1 (default: %(default)s)",
     )
     parser.add_argument(
+        "--workload",
+        choices=KINDS,
+        default=spec.kind,
+        help="documents: reads are gets; query: reads are index queries of a document's group "
+        "(the peers, which cache documents only, are skipped) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help="worker threads (default: %(default)s)"
     )
     parser.add_argument(
@@ -163,7 +178,11 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     """Validate the parsed arguments (`ValidationError` names the bad one)."""
     try:
         spec = WorkloadSpec(
-            keys=args.keys, doc_size=args.doc_size, zipf=args.zipf, read_ratio=args.read_ratio
+            keys=args.keys,
+            doc_size=args.doc_size,
+            zipf=args.zipf,
+            read_ratio=args.read_ratio,
+            kind=getattr(args, "workload", "documents"),
         )
         warmup = args.warmup
         if warmup is None:
@@ -239,7 +258,13 @@ def run_bench(args: argparse.Namespace) -> int:
         update={"DYNAMODB_TABLE_PREFIX": f"{base.DYNAMODB_TABLE_PREFIX}bench-{token}-"}
     )
     skipped: dict[str, str] = {}
-    if "dogpile" in options.backends:
+    if options.spec.kind == "query":
+        settings = _with_query_index(settings, options.spec.collection)
+        for peer in PEERS:
+            if peer in options.backends:
+                skipped[peer] = "it caches documents only, not query answers"
+                notes.print(f"[yellow]note:[/yellow] skipping {peer}: {skipped[peer]}")
+    if "dogpile" in options.backends and "dogpile" not in skipped:
         missing = dogpile_missing()
         if missing is not None:
             skipped["dogpile"] = missing
@@ -516,6 +541,16 @@ def _run_one(
         )
 
 
+def _with_query_index(settings: Settings, collection: str) -> Settings:
+    """``settings`` with the ``query`` workload's index declared on ``collection``."""
+    collections = {name: c.model_dump() for name, c in settings.COLLECTIONS.items()}
+    declared = collections.setdefault(collection, {})
+    indexes = dict(declared.get("indexes") or {})
+    indexes[QUERY_INDEX] = {"attribute": QUERY_ATTRIBUTE, "type": "S"}
+    declared["indexes"] = indexes
+    return Settings.model_validate({**settings.model_dump(), "COLLECTIONS": collections})
+
+
 def _item_bytes(spec: WorkloadSpec) -> int:
     """Mean stored size of the documents, with ``_id`` and a revision, by DynamoDB's rules."""
     rev = "1" * 16 + "-" + "0" * 32
@@ -530,6 +565,7 @@ def _item_bytes(spec: WorkloadSpec) -> int:
 def _workload(options: BenchOptions) -> dict[str, Any]:
     spec, run = options.spec, options.run
     return {
+        "kind": spec.kind,
         "keys": spec.keys,
         "doc_size": spec.doc_size,
         "zipf": spec.zipf,
@@ -548,8 +584,9 @@ def _title(options: BenchOptions, where: str) -> str:
     latency = f"+{options.latency_ms:g} ms"
     if options.jitter_ms:
         latency += f" (+0 to {options.jitter_ms:g} ms jitter)"
+    reads = "reads" if spec.kind == "documents" else f"index queries (of {QUERY_INDEX})"
     return (
         f"gateway bench on {where}: {spec.keys:,} keys, {spec.doc_size:,}-byte documents, "
-        f"zipf {spec.zipf:g}, {spec.read_ratio:.0%} reads, {run.threads} threads, "
+        f"zipf {spec.zipf:g}, {spec.read_ratio:.0%} {reads}, {run.threads} threads, "
         f"{run.duration_s:g} s per backend, {latency} per DynamoDB request"
     )

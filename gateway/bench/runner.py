@@ -31,7 +31,15 @@ from typing import Any
 
 from gateway.bench.cost import RequestUnits, units_from_consumed
 from gateway.bench.stale import StaleLog, check
-from gateway.workload import Workload, WorkloadSpec, key_name
+from gateway.workload import (
+    QUERY_GROUPS,
+    QUERY_INDEX,
+    Workload,
+    WorkloadSpec,
+    group_members,
+    group_name,
+    key_name,
+)
 
 #: Latency samples per preallocated buffer (8 bytes each: 512 KiB a chunk).
 CHUNK_SAMPLES = 65_536
@@ -241,6 +249,9 @@ def run_backend(
     after = stats()
     items_after = dict(items()) if items else {}
 
+    hits_key, misses_key = (
+        ("query_hits", "query_misses") if spec.kind == "query" else ("hits", "misses")
+    )
     latencies: list[float] = []
     for worker in workers:
         latencies.extend(worker.latencies())
@@ -262,8 +273,8 @@ def run_backend(
         writes=sum(w.writes for w in workers),
         errors=sum(w.errors for w in workers),
         latencies_us=latencies,
-        hits=int(after["hits"]) - int(before["hits"]) if has_cache else None,
-        misses=int(after["misses"]) - int(before["misses"]) if has_cache else None,
+        hits=int(after[hits_key]) - int(before[hits_key]) if has_cache else None,
+        misses=int(after[misses_key]) - int(before[misses_key]) if has_cache else None,
         db_calls=_difference(before.get("db_calls", {}), after.get("db_calls", {})),
         db_items=_difference(items_before, items_after),
         consumed=consumed,
@@ -306,7 +317,12 @@ def _first_error(workers: list[_Worker]) -> str | None:
 
 
 def read_every_key(service: Any, spec: WorkloadSpec, batch: int = WARM_BATCH_KEYS) -> None:
-    """``get_many`` of every key of ``spec``, ``batch`` keys at a time."""
+    """``get_many`` of every key of ``spec``, ``batch`` keys at a time (for the ``query``
+    workload: a query of every group)."""
+    if spec.kind == "query":
+        for group in range(min(QUERY_GROUPS, spec.keys)):
+            service.query(spec.collection, QUERY_INDEX, group_name(group))
+        return
     for start in range(0, spec.keys, batch):
         stop = min(spec.keys, start + batch)
         service.get_many(spec.collection, [key_name(i) for i in range(start, stop)])
@@ -374,6 +390,8 @@ def _warm_up(
         try:
             if op.kind == "read":
                 service.get(collection, op.doc_id)
+            elif op.kind == "query":
+                service.query(collection, QUERY_INDEX, op.doc_id)
             else:
                 result = service.save(collection, op.doc_id, workload.document_for(op))
                 log.write(op.index, clock_ns(), result)
@@ -395,7 +413,9 @@ def _measure(
     bound ahead: about 0.15 µs an operation; the revisions are parsed after the run).
     """
     collection = workload.spec.collection
+    keys = workload.spec.keys
     get = service.get
+    query: Any = getattr(service, "query", None)  # the peers have none (skipped for queries)
     save = service.save
     next_op = workload.next
     document_for = workload.document_for
@@ -416,10 +436,13 @@ def _measure(
     reads = writes = errors = 0
     while True:
         op = next_op()
-        if op.kind == "read":
+        if op.kind != "write":
             started = clock_ns()
             try:
-                doc = get(collection, op.doc_id)
+                if op.kind == "read":
+                    answer = get(collection, op.doc_id)
+                else:
+                    answer = query(collection, QUERY_INDEX, op.doc_id)
             except Exception as exc:
                 ended = clock_ns()
                 errors += 1
@@ -429,9 +452,18 @@ def _measure(
                 reads += 1
                 buffer[used] = (ended - started) / 1000.0
                 used += 1
-                read_key(op.index)
-                read_start(started)
-                read_rev(None if doc is None else doc.get("_rev", ""))
+                if op.kind == "read":
+                    read_key(op.index)
+                    read_start(started)
+                    read_rev(None if answer is None else answer.get("_rev", ""))
+                else:
+                    # Checked like reads of every member: each must be in the answer, no
+                    # older than a save of it acknowledged before the query started.
+                    revs = {document["_id"]: document.get("_rev", "") for document in answer}
+                    for member in group_members(op.index, keys):
+                        read_key(member)
+                        read_start(started)
+                        read_rev(revs.get(key_name(member)))
         else:
             doc = document_for(op)
             started = clock_ns()
