@@ -57,11 +57,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 from boto3.dynamodb.types import Binary
 
-from gateway.caches.base import MISS, Entry, Fill, Kind
+from gateway.caches.base import MISS, Entry, Fill, Kind, Miss
 from gateway.caches.memory import approximate_size
 from gateway.codec import copy_document, encode_key_value
 from gateway.counters import Counter
@@ -202,7 +202,7 @@ class QueryCache:
         if found is None:
             return load()
         key, entry, began = found
-        if entry is not MISS:
+        if self._usable(entry):
             self.hits.inc()
             return [self._copy(document) for document in entry.document]
         self.misses.inc()
@@ -226,7 +226,7 @@ class QueryCache:
             yield from load_pages()
             return
         key, entry, began = found
-        if entry is not MISS:
+        if self._usable(entry):
             self.hits.inc()
             documents = entry.document
             for start in range(0, len(documents), page_size):
@@ -252,9 +252,9 @@ class QueryCache:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _lookup(self, table: str, suffix: str) -> tuple[str, Any, float] | None:
-        """The answer's key, what the cache holds there (an entry or MISS) and when its newest
-        epoch began; None when the answer must not be cached now (an epoch awaits a repair)."""
+    def _lookup(self, table: str, suffix: str) -> tuple[str, Entry | Miss, float] | None:
+        """The answer's key, what the cache holds there and when its newest epoch began;
+        None when the answer must not be cached now (an epoch awaits a repair)."""
         if suffix == _SCAN:
             epoch_keys = [scan_epoch_key(table)]
         else:
@@ -264,10 +264,16 @@ class QueryCache:
             return None  # a write's end is still to be replayed: no epoch can be trusted
         epochs, began = self._epochs(epoch_keys)
         key = f"{table}{QUERY_KEY_MARK}a{QUERY_KEY_MARK}{epochs}{QUERY_KEY_MARK}{suffix}"
-        entry = guard.get(key)
-        if entry is not MISS and entry.stored_at < guard.distrust_before:
-            entry = MISS
-        return key, entry, began
+        return key, guard.get(key), began
+
+    def _usable(self, entry: Entry | Miss) -> TypeGuard[Entry]:
+        """Whether a cache answer is a stored answer to serve (not a miss, not a floor left
+        by `invalidate_collection`, not stored before a recovery this instance distrusts)."""
+        return (
+            entry is not MISS
+            and entry.kind is Kind.DOCUMENT
+            and entry.stored_at >= self._guard.distrust_before
+        )
 
     def _epochs(self, keys: list[str]) -> tuple[str, float]:
         """The epochs in ``keys`` (new ones drawn and stored where missing), joined with
@@ -278,11 +284,7 @@ class QueryCache:
         began = 0.0
         fills: list[Fill] = []
         for key, entry in zip(keys, guard.get_many(keys), strict=True):
-            if (
-                entry is not MISS
-                and entry.kind is Kind.DOCUMENT
-                and entry.stored_at >= guard.distrust_before
-            ):
+            if self._usable(entry):
                 epochs.append(str(entry.document["epoch"]))
                 began = max(began, entry.stored_at)
                 continue

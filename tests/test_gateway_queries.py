@@ -481,3 +481,22 @@ def test_once_writers_stop_every_answer_is_dynamodbs(
             if _ids(gw.list_all("orders")) != _ids(truth.list_all("orders")):
                 disagreements.append((i, "list_all"))
         assert not disagreements
+
+
+def test_after_invalidate_collection_answers_are_read_again_then_cached(
+    backend: str, fault_proxy: FaultProxy, table_prefix: str, redis_or_none: str | None
+) -> None:
+    """invalidate_collection leaves floors where answers and epochs were (Redis hands floors
+    out as entries of their own kind): they read as misses, never as answers."""
+    with instances(backend, fault_proxy, table_prefix, redis_or_none) as gws:
+        gw = gws[0]
+        gw.save("orders", "o1", {"customer": "ada"})
+        gw.query("orders", "by_customer", "ada")
+        gw.list_all("orders")
+        assert gw.invalidate_collection("orders") >= 2
+        for _ in range(2):
+            before = _reads(fault_proxy)
+            assert [d["_id"] for d in gw.query("orders", "by_customer", "ada")] == ["o1"]
+            assert [d["_id"] for d in gw.list_all("orders")] == ["o1"]
+            assert [len(page) for page in gw.iter_pages("orders")] == [1]
+        assert _reads(fault_proxy) == before  # the second round: all from the cache
