@@ -1,4 +1,5 @@
-# One image for the compose stack's demo app and its locust master and workers.
+# One image for the compose stack's demo app, its locust master and workers, and its DynamoDB
+# Local readiness probe. docker-compose.yml builds it once, as gateway-local:dev; by hand:
 #   docker build -t dynamodb-gateway .
 FROM python:3.11-slim
 
