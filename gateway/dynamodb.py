@@ -784,11 +784,14 @@ class DynamoDBService:
         condition: ConditionBase = Attr(_ID).not_exists() | Attr(_REV).lt(
             self._revisions.upper_bound(generation)
         )
+        # One record of lost answers for the whole loop: once an attempt may have been applied,
+        # a later pass's old item may be that attempt's own, not what the save replaced.
+        attempts = _Attempts()
         for _ in range(MAX_CONTENDED_SAVE_ATTEMPTS):
             rev = self._revisions.make(generation)
             item[_REV] = rev
             try:
-                return rev, self._put_item(table, item, condition, want_old, _Attempts())
+                return rev, self._put_item(table, item, condition, want_old, attempts)
             except _ConditionFailed as exc:
                 stored_rev = self._stored_rev(table, doc_id, exc.stored)
             if stored_rev == rev:

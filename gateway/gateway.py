@@ -223,6 +223,7 @@ class CachingGateway:
             fill_deadline_s=fill_deadline_s,
             clock=clock,
             wall_clock=wall_clock,
+            scans_consistent=service.consistent_read,
         )
         self._hits = Counter()
         self._misses = Counter()
@@ -351,12 +352,13 @@ class CachingGateway:
         start = perf_counter_ns()
         try:
             policy, table = self._collections.get(db_name) or self._collection(db_name)
-            doc_id, _ = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
+            doc_id, item = self._service.validate_save(db_name, doc_id, doc, if_rev=if_rev)
             if not policy.enabled:
                 return self._service.save(db_name, doc_id, doc, if_rev=if_rev)
             keys = {doc_id: self._key(db_name, doc_id)}
             indexes = self._index_attributes(db_name)
-            epochs = save_keys(table, indexes, doc) if indexes else batch_keys(table)
+            # From the item as stored (with its _id, which an index may be keyed on).
+            epochs = save_keys(table, indexes, item) if indexes else batch_keys(table)
 
             def written(saved: tuple[SaveResult, dict[str, Any], Previous]) -> dict[str, Entry]:
                 result, item, _ = saved
@@ -492,16 +494,26 @@ class CachingGateway:
             self._end_flights(list(keys.values()))
             # Nothing written, or nothing known: drop the keys (one try; the intents expire).
             self._end_write(policy, keys, epochs, intent, tokens, None, until=self._clock())
-            if left_unknown:
-                self._guard.invalidate(list(left_unknown))
+            if left_unknown and not self._guard.invalidate_until(left_unknown, self._clock()):
+                self._guard.remember(left_unknown)
             raise
         self._end_flights(list(keys.values()))
         wait_until = until if self._unreachable_writes == "refuse" else self._clock()
         self._end_write(policy, keys, epochs, intent, tokens, written(result), until=wait_until)
         if left is not None:
             extra = left(result)
-            if extra:
-                self._guard.invalidate(extra)
+            if extra and not self._guard.invalidate_until(extra, wait_until):
+                self._guard.remember(extra)
+                if self._unreachable_writes == "refuse":
+                    raise ServiceUnavailableError(
+                        "The write was applied in DynamoDB (it did not fail), but the "
+                        f"{getattr(self._cache, 'name', 'cache')} cache could not be reached "
+                        "to drop the cached query answers of the index value the document "
+                        "left: other gateway instances may still list it there until this "
+                        "instance repairs them, once the cache answers again (this instance "
+                        "does not serve them meanwhile).",
+                        operation="cache",
+                    )
         return result
 
     def _end_write(
@@ -537,8 +549,12 @@ class CachingGateway:
 
     def _index_attributes(self, db_name: str) -> Mapping[str, str]:
         """The collection's indexes (index -> attribute) when writes drop the answers of
-        the values they touch; empty when they drop every answer (``"collection"``)."""
-        return self._service.index_attributes(db_name) if self._by_value else {}
+        the values they touch; empty when they drop every answer: ``"collection"``, or writes
+        coalesced into BatchWriteItem (which returns no old items: the whole reach is known
+        before the write, so it goes under the intent)."""
+        if not self._by_value or self._service.coalesce_writes:
+            return {}
+        return self._service.index_attributes(db_name)
 
     def _document_entry(self, rev: str, item: Mapping[str, Any]) -> Entry:
         return Entry(

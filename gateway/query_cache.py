@@ -3,12 +3,14 @@ change them.
 
 Epochs
 ======
-An answer is stored under a key named after *epochs*: random ids held in epoch keys, which
-writes drop. Table names cannot contain ``|`` and document keys are ``<table>:<id>``, so no
-key of one kind can be mistaken for another.
+An answer is stored with the *epochs* it was read under: random ids held in epoch keys, which
+writes drop; it is served only while those epochs are current. Each answer has one key,
+``<table>|a|scan`` or ``<table>|a|q|<index>|<value>``, which the next answer replaces, so
+obsolete answers do not pile up. Table names cannot contain ``|`` and document keys are
+``<table>:<id>``, so no key of one kind can be mistaken for another.
 
 * The scan epoch, ``<table>|e|scan``: every write of the collection drops it. The whole-table
-  answer (``list_all``, ``iter_pages``) is stored under ``<table>|a|<scan epoch>|scan``.
+  answer (``list_all``, ``iter_pages``) is read under it.
 * A value epoch per (index, value), ``<table>|e|q|<index>|<value>``: a write drops the epochs
   of the values its document leaves and joins, on every index of the collection. A document
   is in the answer of ``query(index, value)`` only if its indexed attribute is ``value``
@@ -18,27 +20,30 @@ key of one kind can be mistaken for another.
   no old items), ``invalidate``, coalesced writes, and a save or delete whose answer was lost
   and sent again (see `gateway.dynamodb.Previous`).
 
-An index answer is stored under ``<table>|a|<queries epoch>.<value epoch>|q|<index>|<value>``.
-A reader reads the epochs of its answer (one ``get_many``), draws and stores the missing ones
-(with the token it took: refused if a write began or ended since, `gateway.caches.base`),
-then reads the answer; on a miss it reads DynamoDB and stores it. The answers of a dropped
-epoch are never read again: they age out with their TTL, or the memory tier evicts them.
+An index answer is read under the queries epoch and its value's epoch. A reader reads the
+epochs of its answer (one ``get_many``), draws and stores the missing ones (with the token it
+took: refused if a write began or ended since, `gateway.caches.base`), then reads the answer
+(a second round trip), served only if it was stored under those same epochs; otherwise it
+reads DynamoDB and stores the answer with the epochs, using the answer key's token (so of two
+readers racing, the one that took its token first cannot overwrite the other's newer fill).
 
 Why a reader never gets an answer older than an acknowledged write
 ------------------------------------------------------------------
 An answer is read from DynamoDB *after* its epochs were in their keys (the reader saw them
 there, or put them there itself). A write that ended before that is in the answer. A write
 that ends later and could change the answer drops one of its epochs before it returns, so
-no reader that starts after it returned reads that answer again.
+no reader that starts after it returned is served that answer again.
 
 How much a write protects before DynamoDB answers: the scan epoch, the queries epoch (for
-batches) and the epochs of the values a save *joins* are among the keys of its write intent,
-so an epoch read while the write is in flight lives no longer than the intent, as any entry
-does. The values a document *leaves* are known only from DynamoDB's answer (the item it
-replaced, ``ReturnValues=ALL_OLD``): their epochs are dropped after DynamoDB answered, before
-the write returns. A writer that dies in between (or whose cache cannot be reached until the
-intent expired) can leave the answer of the value the document left listing it there until
-that answer's TTL.
+batches and coalesced writes) and the epochs of the values a save *joins* are among the keys
+of its write intent, so an epoch read while the write is in flight lives no longer than the
+intent, as any entry does. The values a document *leaves* are known only from DynamoDB's
+answer (the item it replaced, ``ReturnValues=ALL_OLD``; when that is unknown, the queries
+epoch): their epochs are dropped after DynamoDB answered, retried like the end of the intent.
+If they cannot be dropped by then, the write raises `ServiceUnavailableError` saying it was
+written (``unreachable_writes="refuse"``) or returns and leaves them to the repairer
+(``"accept"``). A writer that *dies* in between can leave the answer of the value the
+document left listing it there until that answer's TTL.
 
 Why not one epoch per collection: every write would then make every cached query answer of
 its collection obsolete, and on a collection written a few times a second few answers would
@@ -49,7 +54,12 @@ ago may be missing from a ``Query`` of a global secondary index. The cache store
 DynamoDB answered; so that such an answer does not outlive DynamoDB's own lag, an index
 answer filled less than `INDEX_SETTLE_S` after its newest epoch began expires
 `INDEX_SETTLE_S` after that epoch began. Scans (``list_all``, ``iter_pages``) are strongly
-consistent reads.
+consistent reads unless ``dynamodb.consistent_read`` is off; then the same rule applies to
+them.
+
+The indexes a write considers are those this process knows of its table (described once per
+table and process): after an index is added to a live table, restart the instances that
+write to it, or their writes leave that index's answers in place.
 """
 
 from __future__ import annotations
@@ -86,14 +96,28 @@ def scan_suffix() -> str:
     return _SCAN
 
 
+def _number_text(number: Decimal) -> str:
+    """One text per numeric value, exact whatever the decimal context (``normalize`` rounds
+    to the context's 28 digits; DynamoDB keeps 38) and with one zero (``-0`` equals ``0``)."""
+    sign, digits, exponent = number.as_tuple()
+    if not any(digits):
+        return "0"
+    assert isinstance(exponent, int)  # encode_key_value admits no NaN or infinity
+    kept = list(digits)
+    while kept[-1] == 0:
+        kept.pop()
+        exponent += 1
+    return f"{'-' if sign else ''}{''.join(map(str, kept))}e{exponent}"
+
+
 def query_suffix(index: str, value: Any) -> str:
     """The answer key suffix of ``query(index, value)`` (``value`` as `encode_key_value`
     returns it); equal DynamoDB values give equal suffixes (numbers compare by value in
-    DynamoDB: ``1`` and ``1.0`` are one key)."""
+    DynamoDB: ``1``, ``1.0`` and ``10e-1`` are one key, ``0`` and ``-0`` too)."""
     if isinstance(value, str):
         text = "S" + value
     elif isinstance(value, Decimal):
-        text = "N" + str(value.normalize())
+        text = "N" + _number_text(value)
     elif isinstance(value, (Binary, bytes, bytearray)):
         raw = value.value if isinstance(value, Binary) else bytes(value)
         text = "B" + raw.hex()
@@ -178,11 +202,14 @@ class QueryCache:
         fill_deadline_s: float,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        scans_consistent: bool = True,
     ) -> None:
         """``copy`` makes a caller's private copy of a stored document (identity for a
         backend that decodes every answer); answers over ``max_bytes`` (approximate, as the
         memory tier counts them) are not stored; a DynamoDB read that took longer than
-        ``fill_deadline_s`` is not stored either."""
+        ``fill_deadline_s`` is not stored either. ``scans_consistent``: whether the service's
+        scans are strongly consistent reads (else their answers settle like index answers)."""
+        self._scans_consistent = scans_consistent
         self._guard = guard
         self._copy = copy
         self._max_bytes = max_bytes
@@ -201,15 +228,15 @@ class QueryCache:
         found = self._lookup(table, suffix)
         if found is None:
             return load()
-        key, entry, began = found
-        if self._usable(entry):
+        key, epochs, entry, began = found
+        if self._current(entry, epochs):
             self.hits.inc()
-            return [self._copy(document) for document in entry.document]
+            return [self._copy(document) for document in entry.document["items"]]
         self.misses.inc()
         token = self._guard.read_token(key, entry)
         started = self._clock()
         documents = load()
-        self._store(key, token, started, documents, self._ttl(suffix, ttl_s, began))
+        self._store(key, epochs, token, started, documents, self._ttl(suffix, ttl_s, began))
         return documents
 
     def pages(
@@ -225,10 +252,10 @@ class QueryCache:
         if found is None:
             yield from load_pages()
             return
-        key, entry, began = found
-        if self._usable(entry):
+        key, epochs, entry, began = found
+        if self._current(entry, epochs):
             self.hits.inc()
-            documents = entry.document
+            documents = entry.document["items"]
             for start in range(0, len(documents), page_size):
                 yield [self._copy(document) for document in documents[start : start + page_size]]
             return
@@ -248,13 +275,17 @@ class QueryCache:
                     collected.extend(copy_document(document) for document in page)
             yield page
         if collected is not None:
-            self._store(key, token, started, collected, self._ttl(_SCAN, ttl_s, began), False)
+            ttl = self._ttl(_SCAN, ttl_s, began)
+            self._store(key, epochs, token, started, collected, ttl, copy=False)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _lookup(self, table: str, suffix: str) -> tuple[str, Entry | Miss, float] | None:
-        """The answer's key, what the cache holds there and when its newest epoch began;
-        None when the answer must not be cached now (an epoch awaits a repair)."""
+    def _lookup(
+        self, table: str, suffix: str
+    ) -> tuple[str, str, Entry | Miss, float] | None:
+        """The answer's key, its current epochs, what the cache holds there and when the
+        newest epoch began; None when the answer must not be cached now (an epoch awaits a
+        repair)."""
         if suffix == _SCAN:
             epoch_keys = [scan_epoch_key(table)]
         else:
@@ -263,8 +294,12 @@ class QueryCache:
         if any(guard.awaits_repair(key) for key in epoch_keys):
             return None  # a write's end is still to be replayed: no epoch can be trusted
         epochs, began = self._epochs(epoch_keys)
-        key = f"{table}{QUERY_KEY_MARK}a{QUERY_KEY_MARK}{epochs}{QUERY_KEY_MARK}{suffix}"
-        return key, guard.get(key), began
+        key = f"{table}{QUERY_KEY_MARK}a{QUERY_KEY_MARK}{suffix}"
+        return key, epochs, guard.get(key), began
+
+    def _current(self, entry: Entry | Miss, epochs: str) -> TypeGuard[Entry]:
+        """Whether the cache holds an answer read under the current ``epochs``."""
+        return self._usable(entry) and entry.document.get("epochs") == epochs
 
     def _usable(self, entry: Entry | Miss) -> TypeGuard[Entry]:
         """Whether a cache answer is a stored answer to serve (not a miss, not a floor left
@@ -300,7 +335,7 @@ class QueryCache:
         return ".".join(epochs), began
 
     def _ttl(self, suffix: str, ttl_s: float, began: float) -> float:
-        if suffix == _SCAN:
+        if suffix == _SCAN and self._scans_consistent:
             return ttl_s
         settled_at = began + INDEX_SETTLE_S
         now = self._wall_clock()
@@ -309,6 +344,7 @@ class QueryCache:
     def _store(
         self,
         key: str,
+        epochs: str,
         token: int,
         started: float,
         documents: list[Document],
@@ -318,7 +354,8 @@ class QueryCache:
         if ttl_s <= 0 or self._clock() - started > self._fill_deadline_s:
             return
         stored = [self._copy(document) for document in documents] if copy else documents
-        entry = Entry(Kind.DOCUMENT, 0, None, stored, self._wall_clock())
+        answer = {"epochs": epochs, "items": stored}
+        entry = Entry(Kind.DOCUMENT, 0, None, answer, self._wall_clock())
         if approximate_size(key, entry) > self._max_bytes:
             self.too_large.inc()
             return

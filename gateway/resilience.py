@@ -217,6 +217,18 @@ class GuardedCache:
                 return None
             self._sleep(min(self._repair_interval_s, left))
 
+    def invalidate_until(self, keys: Sequence[str], until: float) -> bool:
+        """Drop the keys' entries, retrying until the monotonic time ``until`` (one try if it
+        has passed); False if the cache never answered (nothing is remembered: see
+        `remember`)."""
+        while True:
+            if self._call("invalidate", self.cache.invalidate_many, keys) is not UNAVAILABLE:
+                return True
+            left = until - self._clock()
+            if left <= 0 or self._closing.is_set():
+                return False
+            self._sleep(min(self._repair_interval_s, left))
+
     def invalidate(self, keys: Sequence[str]) -> bool:
         """Drop the keys' entries now, or remember them for the repairer; True if done now."""
         if self._call("invalidate", self.cache.invalidate_many, keys) is not UNAVAILABLE:

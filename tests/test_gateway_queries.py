@@ -7,7 +7,7 @@ real redis-server; two instances share it where the backend allows.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -16,8 +16,9 @@ import pytest
 from boto3.dynamodb.types import Binary
 
 from gateway.caches.base import Fill
+from gateway.caches.errors import CacheUnavailable
 from gateway.caches.memory import MemoryCache
-from gateway.errors import ValidationError
+from gateway.errors import ServiceUnavailableError, ValidationError
 from gateway.gateway import CachingGateway
 from gateway.query_cache import (
     INDEX_SETTLE_S,
@@ -500,3 +501,92 @@ def test_after_invalidate_collection_answers_are_read_again_then_cached(
             assert [d["_id"] for d in gw.list_all("orders")] == ["o1"]
             assert [len(page) for page in gw.iter_pages("orders")] == [1]
         assert _reads(fault_proxy) == before  # the second round: all from the cache
+
+
+def test_number_values_are_keyed_exactly_and_zero_is_one_value(
+    fault_proxy: FaultProxy, table_prefix: str
+) -> None:
+    """Numbers key answers by their exact value (38 digits, whatever the decimal context),
+    and 0 / -0 are one value, as in DynamoDB."""
+    with gateways("memory", fault_proxy.endpoint_url, table_prefix, None, indexes=INDEXES) as (
+        gw,
+    ):
+        gw.save("orders", "one", {"customer": "x", "size": 1})
+        gw.save("orders", "zero", {"customer": "x", "size": 0})
+        assert [d["_id"] for d in gw.query("orders", "by_size", 1)] == ["one"]
+        near_one = Decimal("1.00000000000000000000000000000001")
+        assert gw.query("orders", "by_size", near_one) == []
+        assert [d["_id"] for d in gw.query("orders", "by_size", -0.0)] == ["zero"]
+        gw.save("orders", "zero2", {"customer": "x", "size": 0})
+        assert sorted(d["_id"] for d in gw.query("orders", "by_size", -0.0)) == ["zero", "zero2"]
+        gw.save("orders", "zero3", {"customer": "x", "size": Decimal("-0")})
+        assert len(gw.query("orders", "by_size", 0)) == 3
+
+
+def test_an_index_on_the_id_is_refreshed_by_saves(
+    fault_proxy: FaultProxy, table_prefix: str
+) -> None:
+    indexes = {"orders": {"by_id": IndexSpec("_id", "S")}}
+    with gateways("memory", fault_proxy.endpoint_url, table_prefix, None, indexes=indexes) as (
+        gw,
+    ):
+        gw.save("orders", "other", {"customer": "x"})
+        assert gw.query("orders", "by_id", "u1") == []
+        gw.save("orders", "u1", {"customer": "x"})
+        assert [d["_id"] for d in gw.query("orders", "by_id", "u1")] == ["u1"]
+
+
+class _InvalidationsFail(GatedCache):
+    """A real cache whose invalidations always fail (the cache unreachable for them only)."""
+
+    def invalidate_many(self, keys: Sequence[str]) -> None:
+        raise CacheUnavailable("invalidate refused by the test")
+
+
+@pytest.mark.parametrize("mode", ["refuse", "accept"])
+def test_a_left_value_that_cannot_be_dropped_is_said_and_repaired_later(
+    mode: str, fault_proxy: FaultProxy, table_prefix: str
+) -> None:
+    """The value a document leaves is known only after DynamoDB answered; if its answers
+    cannot be dropped, a refusing gateway says so (the write was applied), an accepting one
+    returns; both stop serving that answer themselves and remember it for the repairer."""
+    now = [0.0]
+    cache = _InvalidationsFail(MemoryCache())
+    policy = Policy(jitter=0.0)
+    gw = CachingGateway(
+        make_service(fault_proxy.endpoint_url, table_prefix, indexes=INDEXES),
+        cache,  # type: ignore[arg-type]
+        policy_for=lambda _db: policy,
+        unreachable_writes=mode,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+    )
+    try:
+        gw.save("orders", "o1", {"customer": "ada"})
+        assert [d["_id"] for d in gw.query("orders", "by_customer", "ada")] == ["o1"]
+        if mode == "refuse":
+            with pytest.raises(ServiceUnavailableError, match="applied in DynamoDB"):
+                gw.save("orders", "o1", {"customer": "bob"})
+        else:
+            gw.save("orders", "o1", {"customer": "bob"})
+        truth = make_service(fault_proxy.endpoint_url, table_prefix, indexes=INDEXES)
+        assert truth.get("orders", "o1")["customer"] == "bob"  # written either way
+        assert gw.stats()["pending_repairs"] >= 1
+        assert gw.query("orders", "by_customer", "ada") == []
+    finally:
+        gw.close()
+
+
+def test_obsolete_answers_do_not_pile_up_in_redis(
+    fault_proxy: FaultProxy, table_prefix: str, redis_url: str
+) -> None:
+    with gateways("redis", fault_proxy.endpoint_url, table_prefix, redis_url, indexes=INDEXES) as (
+        gw,
+    ):
+        for n in range(20):
+            gw.save("orders", "o1", {"customer": "ada", "n": n})
+            gw.list_all("orders")
+            gw.query("orders", "by_customer", "ada")
+        client = gw.cache.client  # type: ignore[attr-defined]
+        answers = list(client.scan_iter(match=f"*{table_prefix}orders|a|*"))
+        assert len(answers) == 2  # one scan answer, one query answer: replaced, not added
