@@ -193,49 +193,6 @@ def cmd_tables_describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_tables_create(args: argparse.Namespace) -> int:
-    with _bare_service(args) as service:
-        info = service.ensure_table(args.collection)
-    print(to_json({"table": info.name, "indexes": dict(info.index_keys), "status": "ACTIVE"}))
-    return EXIT_OK
-
-
-def cmd_pitr_enable(args: argparse.Namespace) -> int:
-    with _bare_service(args) as service:
-        table = _require_table(service, args.collection).name
-        client = service.control_client
-        service.control_call(
-            "UpdateContinuousBackups",
-            table,
-            lambda: client.update_continuous_backups(
-                TableName=table,
-                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-            ),
-        )
-    print(to_json({"table": table, "point_in_time_recovery": "ENABLED"}))
-    return EXIT_OK
-
-
-def cmd_streams_enable(args: argparse.Namespace) -> int:
-    with _bare_service(args) as service:
-        table = _require_table(service, args.collection).name
-        client = service.control_client
-        response = service.control_call(
-            "UpdateTable",
-            table,
-            lambda: client.update_table(
-                TableName=table,
-                StreamSpecification={
-                    "StreamEnabled": True,
-                    "StreamViewType": args.view_type,
-                },
-            ),
-        )
-    arn = response.get("TableDescription", {}).get("LatestStreamArn")
-    print(to_json({"table": table, "stream": "ENABLED", "view_type": args.view_type, "arn": arn}))
-    return EXIT_OK
-
-
 # -- migration: export / import / copy (the logic is in gateway/migrate.py) -------------------
 
 
@@ -515,15 +472,28 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
-    tables = commands.add_parser("tables", help="list, describe or create tables")
+    # The commands that manage tables and caches live in gateway/commands_*.py, one idea each;
+    # imported here, not at the top, because they import this module's helpers.
+    from gateway import (
+        commands_cache,
+        commands_delete_table,
+        commands_emulator,
+        commands_indexes,
+        commands_pitr,
+        commands_streams,
+    )
+
+    commands_emulator.add_parser(commands)
+    tables = commands.add_parser(
+        "tables", help="list, describe, create or delete tables; add declared indexes"
+    )
     table_commands = tables.add_subparsers(dest="tables_command", required=True)
     add("list", cmd_tables_list, "list the tables that carry the table prefix", table_commands)
     add(
         "describe", cmd_tables_describe, "describe a collection's table", table_commands
     ).add_argument("collection")
-    add(
-        "create", cmd_tables_create, "create a collection's table now", table_commands
-    ).add_argument("collection")
+    commands_indexes.add_parsers(table_commands)
+    commands_delete_table.add_parser(table_commands)
 
     get = add("get", cmd_get, "print a document as JSON")
     get.add_argument("collection")
@@ -544,25 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("id")
     delete.add_argument("--if-rev", help="delete only if the stored _rev equals this")
 
-    pitr = commands.add_parser("pitr", help="point-in-time recovery")
-    pitr_commands = pitr.add_subparsers(dest="pitr_command", required=True)
-    add(
-        "enable",
-        cmd_pitr_enable,
-        "enable point-in-time recovery on a collection's table",
-        pitr_commands,
-    ).add_argument("collection")
-    streams = commands.add_parser("streams", help="DynamoDB Streams")
-    streams_commands = streams.add_subparsers(dest="streams_command", required=True)
-    enable = add(
-        "enable", cmd_streams_enable, "enable a stream on a collection's table", streams_commands
-    )
-    enable.add_argument("collection")
-    enable.add_argument(
-        "--view-type",
-        default="NEW_AND_OLD_IMAGES",
-        choices=["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"],
-    )
+    commands_pitr.add_parsers(commands)
+    commands_streams.add_parsers(commands)
+    commands_cache.add_parsers(commands)
 
     export = add(
         "export",

@@ -521,12 +521,22 @@ class DynamoDBService:
         else:
             index_keys = dict(info.index_keys)
         attribute = index_keys.get(index) if isinstance(index, str) else None
+        declared = isinstance(index, str) and index in self._indexes_for(db_name)
+        if attribute is None and info is not None and declared:
+            # Declared, but the table predates the declaration: say so, and how to add it.
+            raise ValidationError(
+                f"Collection {db_name!r} declares index {index!r} (collections.{db_name}.indexes."
+                f"{index}), but its table {info.name!r} exists without it (the table was created "
+                f"before the index was declared, or this process described it before the index "
+                f"was added: then restart it). Add it to the table with: gateway tables "
+                f"add-index {db_name} {index}"
+            )
         if attribute is None:
             raise ValidationError(
                 f"Collection {db_name!r} has no index {index!r} (its indexes: "
                 f"{sorted(index_keys) or 'none'}). Declare it in the YAML config under "
                 f"collections.{db_name}.indexes.{index} (attribute and type); a table that already "
-                "exists needs the index added with UpdateTable."
+                f"exists then needs it added: gateway tables add-index {db_name} {index}"
             )
         return attribute, encode_key_value(value, f"the value queried on index {index!r}")
 

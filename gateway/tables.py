@@ -8,6 +8,10 @@ does not remember that (the next read asks again, so a table another process cre
 found). Each existing table is described once per process; its secondary indexes are remembered
 so ``query`` knows each index's key attribute, and its key schema is checked: a table not keyed
 on ``_id`` (string, HASH) raises `ConfigError`.
+
+An index declared after its table was created is added with `TableManager.add_index` (UpdateTable,
+then a wait for the backfill), which also replaces what this process remembers of the table;
+`compare_indexes` tells which declared indexes a table lacks.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from typing import Any
 from botocore.exceptions import ClientError, WaiterError
 
 from gateway.aws_errors import translate
-from gateway.errors import ConfigError, GatewayError, ServiceUnavailableError
+from gateway.errors import ConfigError, GatewayError, ServiceUnavailableError, ValidationError
 
 #: How often and how long to poll DescribeTable while a table is being created.
 TABLE_POLL_DELAY_S = 1
 TABLE_POLL_MAX_ATTEMPTS = 120
+#: How often `TableManager.add_index` polls DescribeTable while an index is built. A backfill
+#: takes minutes to hours on a real table, so there is no deadline: the caller may interrupt the
+#: wait at any time, DynamoDB goes on building the index.
+INDEX_POLL_DELAY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,60 @@ class TableInfo:
     name: str
     #: index name -> partition key attribute
     index_keys: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """What DescribeTable said of an index being added (for a progress display)."""
+
+    #: CREATING, UPDATING, DELETING or ACTIVE.
+    status: str
+    #: True while DynamoDB copies the table's existing items into the index.
+    backfilling: bool
+    #: The index's item count as DynamoDB reports it (refreshed about every six hours).
+    item_count: int | None
+    #: Seconds since the wait began.
+    elapsed_s: float
+
+    @property
+    def ready(self) -> bool:
+        """ACTIVE and backfilled: queries on the index see every item."""
+        return self.status == "ACTIVE" and not self.backfilling
+
+
+@dataclass(frozen=True)
+class IndexAdded:
+    """The outcome of `TableManager.add_index`."""
+
+    #: The table's info once the index is ready (also what the manager now remembers).
+    info: TableInfo
+    #: False if the index was on the table already (then only waited for, if still building).
+    created: bool
+
+
+@dataclass(frozen=True)
+class IndexGaps:
+    """How a table's indexes differ from the declared ones (see `compare_indexes`)."""
+
+    #: Declared indexes the table lacks, in declaration order.
+    missing: tuple[str, ...] = ()
+    #: Declared indexes the table has on another attribute: name -> (table's, declared).
+    mismatched: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.mismatched)
+
+
+def compare_indexes(info: TableInfo, declared: Mapping[str, IndexSpec]) -> IndexGaps:
+    """Which of the ``declared`` indexes ``info``'s table lacks, or has keyed on another
+    attribute. Indexes the table has but nobody declared are not a gap (``query`` uses them)."""
+    missing = tuple(name for name in declared if name not in info.index_keys)
+    mismatched = {
+        name: (info.index_keys[name], spec.attribute)
+        for name, spec in declared.items()
+        if name in info.index_keys and info.index_keys[name] != spec.attribute
+    }
+    return IndexGaps(missing, mismatched)
 
 
 class TableManager:
@@ -103,6 +165,105 @@ class TableManager:
     def forget(self, table: str) -> None:
         """Drop what is known of ``table`` (it was deleted behind our back)."""
         self._ready.pop(table, None)
+
+    def refresh(self, table: str) -> TableInfo | None:
+        """Describe ``table`` again (its indexes changed); None if it does not exist."""
+        self.forget(table)
+        return self.find(table)
+
+    def add_index(
+        self,
+        table: str,
+        name: str,
+        spec: IndexSpec,
+        on_progress: Callable[[IndexProgress], None] | None = None,
+        *,
+        poll_s: float = INDEX_POLL_DELAY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> IndexAdded:
+        """Add the global secondary index ``name`` (keyed on ``spec``) to the existing
+        ``table`` and wait until it is ACTIVE and backfilled; idempotent.
+
+        An index of that name already there is only waited for (if still building); one keyed
+        on another attribute raises `ConfigError`. ``on_progress`` gets each DescribeTable
+        answer while waiting. The table's remembered info is replaced by the new one, so this
+        process's queries can use the index at once.
+
+        Raises:
+            ConfigError: the table is not keyed on ``_id``, has ``name`` on another attribute,
+                or defines ``spec.attribute`` with another type.
+            ValidationError: the table does not exist (code ``ResourceNotFoundException``).
+        """
+        started = clock()
+        description = self._require(table)
+        created = False
+        if _gsi(description, name) is None:
+            created = self._create_index(description, name, spec)
+        description = self._wait_index(table, name, spec, on_progress, poll_s, clock, started)
+        info = _info_from(description)
+        self._ready[table] = info  # a plain dict store: safe beside readers, no lock held
+        return IndexAdded(info=info, created=created)
+
+    def _require(self, table: str) -> dict[str, Any]:
+        """The table's description; `ValidationError` if it does not exist."""
+        description = self._describe(table)
+        if description is None:
+            raise ValidationError(
+                f"Table {table!r} does not exist: create it first (it gets every declared "
+                "index when it is created).",
+                code="ResourceNotFoundException",
+                operation="DescribeTable",
+            )
+        _check_key_schema(description)
+        return description
+
+    def _create_index(self, description: Mapping[str, Any], name: str, spec: IndexSpec) -> bool:
+        """UpdateTable creating the index; False if somebody else created it meanwhile."""
+        table = str(description["TableName"])
+        params = _create_index_params(description, name, spec)
+        try:
+            self._call("UpdateTable", table, lambda: self._client.update_table(**params))
+        except GatewayError:
+            # Another process may have added it between our DescribeTable and UpdateTable
+            # (DynamoDB then refuses ours): that is the outcome we wanted.
+            again = self._describe(table)
+            if again is not None and _gsi(again, name) is not None:
+                return False
+            raise
+        return True
+
+    def _wait_index(
+        self,
+        table: str,
+        name: str,
+        spec: IndexSpec,
+        on_progress: Callable[[IndexProgress], None] | None,
+        poll_s: float,
+        clock: Callable[[], float],
+        started: float,
+    ) -> dict[str, Any]:
+        """Poll DescribeTable until the index is ready; its description then."""
+        while True:
+            description = self._require(table)
+            index = _gsi(description, name)
+            if index is None:
+                raise ServiceUnavailableError(
+                    f"Index {name!r} of table {table!r} disappeared while it was being built "
+                    "(deleted, or its creation failed): run the command again.",
+                    operation="DescribeTable",
+                )
+            _check_index_key(table, name, index, spec)
+            progress = IndexProgress(
+                status=str(index.get("IndexStatus", "ACTIVE")),
+                backfilling=bool(index.get("Backfilling", False)),
+                item_count=index.get("ItemCount"),
+                elapsed_s=clock() - started,
+            )
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.ready and description.get("TableStatus", "ACTIVE") == "ACTIVE":
+                return description
+            self._sleep(poll_s)
 
     def _lock_for(self, table: str) -> threading.Lock:
         with self._locks_guard:
@@ -184,6 +345,94 @@ class TableManager:
         )
 
 
+def table_manager_of(service: Any) -> TableManager:
+    """The `TableManager` of a DynamoDBService, or of the one a caching gateway wraps: the
+    commands that change a table (add an index, delete it) must update what the service
+    remembers of it. DynamoDBService has no public accessor for its manager yet: this is the
+    one place that reaches into it."""
+    bare = getattr(service, "service", service)
+    manager = getattr(bare, "_tables", None)
+    if not isinstance(manager, TableManager):
+        raise TypeError(f"{bare!r} has no TableManager")
+    return manager
+
+
+def _gsi(description: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    """The description of the table's global secondary index ``name``, if it has one."""
+    for index in description.get("GlobalSecondaryIndexes", []) or []:
+        if index.get("IndexName") == name:
+            return dict(index)
+    return None
+
+
+def _hash_key(index: Mapping[str, Any]) -> str | None:
+    for key in index.get("KeySchema", []):
+        if key.get("KeyType") == "HASH":
+            return str(key["AttributeName"])
+    return None
+
+
+def _check_index_key(table: str, name: str, index: Mapping[str, Any], spec: IndexSpec) -> None:
+    """`ConfigError` if the table's index ``name`` is keyed on another attribute than declared
+    (DynamoDB cannot change an index's key: queries would silently use the wrong one)."""
+    attribute = _hash_key(index)
+    if attribute is not None and attribute != spec.attribute:
+        raise ConfigError(
+            f"Table {table!r} has an index {name!r} keyed on {attribute!r}, but it is declared "
+            f"on {spec.attribute!r}. DynamoDB cannot change an index's key: declare the index "
+            "under another name, or delete the table's index (UpdateTable, "
+            "GlobalSecondaryIndexUpdates Delete) and add it again.",
+            operation="UpdateTable",
+        )
+
+
+def _create_index_params(
+    description: Mapping[str, Any], name: str, spec: IndexSpec
+) -> dict[str, Any]:
+    """UpdateTable's parameters to create ``name``: every attribute definition the table has
+    plus the index's (DynamoDB wants the new key defined; some emulators replace the list)."""
+    table = str(description["TableName"])
+    definitions = {
+        str(a["AttributeName"]): str(a["AttributeType"])
+        for a in description.get("AttributeDefinitions", [])
+    }
+    defined = definitions.setdefault(spec.attribute, spec.type)
+    if defined != spec.type:
+        raise ConfigError(
+            f"Index {name!r} is declared on {spec.attribute!r} of type {spec.type}, but table "
+            f"{table!r} defines {spec.attribute!r} as {defined} (for another index): declare "
+            f"the index with type {defined}.",
+            operation="UpdateTable",
+        )
+    create: dict[str, Any] = {
+        "IndexName": name,
+        "KeySchema": [{"AttributeName": spec.attribute, "KeyType": "HASH"}],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    throughput = _provisioned_throughput(description)
+    if throughput is not None:  # a provisioned table's index needs capacity of its own
+        create["ProvisionedThroughput"] = throughput
+    return {
+        "TableName": table,
+        "AttributeDefinitions": [
+            {"AttributeName": attribute, "AttributeType": kind}
+            for attribute, kind in definitions.items()
+        ],
+        "GlobalSecondaryIndexUpdates": [{"Create": create}],
+    }
+
+
+def _provisioned_throughput(description: Mapping[str, Any]) -> dict[str, int] | None:
+    """The table's read/write capacity if it is billed as provisioned, else None."""
+    mode = (description.get("BillingModeSummary") or {}).get("BillingMode")
+    throughput = description.get("ProvisionedThroughput") or {}
+    reads = int(throughput.get("ReadCapacityUnits") or 0)
+    writes = int(throughput.get("WriteCapacityUnits") or 0)
+    if mode == "PAY_PER_REQUEST" or (mode is None and not (reads and writes)):
+        return None
+    return {"ReadCapacityUnits": max(reads, 1), "WriteCapacityUnits": max(writes, 1)}
+
+
 def _indexes_pending(description: Mapping[str, Any]) -> bool:
     return any(
         gsi.get("IndexStatus", "ACTIVE") != "ACTIVE"
@@ -239,4 +488,13 @@ def _info_from(description: Mapping[str, Any]) -> TableInfo:
     return TableInfo(name=str(description["TableName"]), index_keys=index_keys)
 
 
-__all__ = ["IndexSpec", "TableInfo", "TableManager"]
+__all__ = [
+    "IndexAdded",
+    "IndexGaps",
+    "IndexProgress",
+    "IndexSpec",
+    "TableInfo",
+    "TableManager",
+    "compare_indexes",
+    "table_manager_of",
+]

@@ -206,6 +206,11 @@ def table_exists(client: Any, name: str) -> bool:
         ("pitr", "enable", "typo_coll"),
         ("streams", "enable", "typo_coll"),
         ("tables", "describe", "typo_coll"),
+        ("streams", "status", "typo_coll"),
+        ("streams", "disable", "typo_coll"),
+        ("pitr", "status", "typo_coll"),
+        ("pitr", "disable", "typo_coll"),
+        ("tables", "delete", "typo_coll", "--yes"),
     ],
     ids=lambda command: " ".join(command[:2]),
 )
@@ -282,11 +287,17 @@ def test_streams_enable(run: Run, table_prefix: str, dynamodb_client: ClientFact
     assert answer["arn"] and "stream" in answer["arn"]
     table = dynamodb_client().describe_table(TableName=f"{table_prefix}notes")["Table"]
     assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
-    # Enabling it again: DynamoDB refuses, the command says so in one line.
+    # Enabling it again with the same view type: nothing to do, and it says so.
+    code, again, err = run("streams", "enable", "notes", "--view-type", "NEW_IMAGE")
+    assert code == 0, err
+    assert json.loads(again) == answer
+    assert "already enabled" in err
+    # With another view type: DynamoDB cannot change it in place; the command says what to do.
     code, out, err = run("streams", "enable", "notes")
-    assert code in (0, 1)
-    if code == 1:
-        assert_one_line_error(err)
+    assert code == 2 and out == ""
+    assert_one_line_error(err)
+    assert "view type NEW_IMAGE, not NEW_AND_OLD_IMAGES" in err
+    assert "gateway streams disable notes" in err
 
 
 def test_an_unreachable_endpoint_is_one_line(
