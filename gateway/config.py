@@ -48,6 +48,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from gateway.bulk import DEFAULT_MAX_IN_FLIGHT as DEFAULT_BULK_MAX_IN_FLIGHT
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -385,6 +386,7 @@ YAML_PATHS: Mapping[tuple[str, ...], str] = MappingProxyType(
         ("collections",): "COLLECTIONS",
         ("retry",): "RETRY",
         ("coalescing",): "COALESCING",
+        ("bulk", "max_in_flight"): "BULK_MAX_IN_FLIGHT",
     }
 )
 _FIELD_YAML_PATH: dict[str, tuple[str, ...]] = {field: path for path, field in YAML_PATHS.items()}
@@ -929,6 +931,15 @@ class Settings(BaseSettings):
         default=DEFAULT_CACHE_UNREACHABLE_WRITES, description="refuse or accept"
     )
     DAX_MEMORY_TIER: bool = Field(default=False, description="true or false")
+
+    # -- bulk writes ----------------------------------------------------------------------
+    # save_many / delete_many requests in flight at once; each holds an HTTP connection, so
+    # it should stay at most DYNAMODB_MAX_POOL_CONNECTIONS (the default 8 leaves 42 of 50).
+    BULK_MAX_IN_FLIGHT: int = Field(
+        default=DEFAULT_BULK_MAX_IN_FLIGHT,
+        ge=1,
+        description="an integer >= 1 (1 sends one request at a time)",
+    )
 
     # -- nested ---------------------------------------------------------------------------
     COLLECTIONS: dict[CollectionName, CollectionConfig] = Field(

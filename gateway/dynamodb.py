@@ -36,6 +36,7 @@ from gateway.batching import (
     WriteResult,
     write_with_revisions,
 )
+from gateway.bulk import DEFAULT_MAX_IN_FLIGHT, BulkExecutor, Task
 from gateway.codec import (
     check_item_size,
     copy_document,
@@ -129,6 +130,7 @@ class DynamoDBService:
         coalesce_max_wait_s: float = 0.0,
         max_batch_get: int = MAX_BATCH_GET_KEYS,
         max_batch_write: int = MAX_BATCH_WRITE_ITEMS,
+        bulk_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         """``data_resource``: a resource with boto3's DynamoDB interface for the data plane
         (e.g. DAX's); by default a boto3 resource for ``region_name`` / ``endpoint_url``.
@@ -141,6 +143,11 @@ class DynamoDBService:
         ``coalesce_max_wait_s`` > 0 makes one that is not full wait that long for company.
         See ``gateway/batching.py``, and `write_with_revisions` there for how revisions stay
         strictly increasing in batched writes.
+
+        ``bulk_max_in_flight``: how many BatchWriteItem / revision BatchGetItem requests
+        ``save_many`` and ``delete_many`` keep in flight at once (without write coalescing), on
+        a pool of that many threads that `close` stops; 1 sends them one at a time. Keep it at
+        most ``max_pool_connections``. See ``gateway/bulk.py``.
         """
         if not 1 <= max_batch_get <= MAX_BATCH_GET_KEYS:
             raise ValueError(
@@ -181,6 +188,8 @@ class DynamoDBService:
         #: Per-document locks ((table, id) keys) of the writes that are not coalesced: see
         #: `save_many_with_items`.
         self.write_locks = KeyLocks()
+        #: Runs the requests of ``save_many`` / ``delete_many``, several at once.
+        self._bulk = BulkExecutor(bulk_max_in_flight)
         self._table_objects: dict[str, Any] = {}
         self._table_objects_lock = threading.Lock()
         self._calls: Counter[str] = Counter()
@@ -423,11 +432,18 @@ class DynamoDBService:
         the write: without write coalescing, ``save_many`` holds every document's lock in
         `write_locks` from the read to the end of the BatchWriteItem, and ``save`` holds its
         document's around its PutItem (with coalescing, `WriteCoalescer` keeps a key's writes
-        apart). Across processes (or two services) this is a known limit: a save by another
-        process landing between the read and the write is overwritten, and the generation this
-        call computed from the older read may be lower than the one it replaced, so the
-        document's generation can step back. Use ``save`` (one conditional PutItem each) for
-        documents that several processes write concurrently.
+        apart).
+
+        Without coalescing, up to ``bulk_max_in_flight`` requests are in flight at once, the
+        revision read of the next 100 ids overlapping the writes of the previous ones (see
+        ``gateway/bulk.py``); on an error, no new request starts, those in flight finish, and
+        the first error is raised (the documents of the requests that succeeded stay written).
+
+        Across processes (or two services) this is a known limit: a save by another process
+        landing between the read and the write is overwritten, and the generation this call
+        computed from the older read may be lower than the one it replaced, so the document's
+        generation can step back. Use ``save`` (one conditional PutItem each) for documents
+        that several processes write concurrently.
         """
         items = self.save_many_with_items(db_name, docs)
         return {doc_id: item[_REV] for doc_id, item in items.items()}
@@ -447,15 +463,31 @@ class DynamoDBService:
             )
             _raise_first_error(outcomes)
             return items
-        with self.write_locks.hold([(table, doc_id) for doc_id in items]):
-            stored = {
+        ids = list(items)
+        chunks = [
+            ids[start : start + MAX_BATCH_GET_KEYS]
+            for start in range(0, len(ids), MAX_BATCH_GET_KEYS)
+        ]
+
+        def read(chunk: list[str]) -> Callable[[], dict[str, int | None]]:
+            return lambda: {
                 item[_ID]: parse_generation(item.get(_REV))
-                for item in self._batch_get(table, list(items), projection=True)
+                for item in self._batch_get(table, chunk, projection=True)
             }
-            for doc_id, item in items.items():
-                generation = self._revisions.next_generation(stored.get(doc_id))
+
+        def plan(index: int, stored: Mapping[str, int | None]) -> list[Task]:
+            # In this thread, once the chunk's own read is back: its generations go above the
+            # revisions just read, and no other write of these ids can land (locks held).
+            chunk = [items[doc_id] for doc_id in chunks[index]]
+            for item in chunk:
+                generation = self._revisions.next_generation(stored.get(item[_ID]))
                 item[_REV] = self._revisions.make(generation)
-            self._batch_write(table, [{"PutRequest": {"Item": item}} for item in items.values()])
+            return self._write_tasks(table, [{"PutRequest": {"Item": item}} for item in chunk])
+
+        # The locks are held by this thread for the whole call: every id's read and write
+        # happen inside them, whichever pool thread sends the request.
+        with self.write_locks.hold([(table, doc_id) for doc_id in items]):
+            self._bulk.pipeline([read(chunk) for chunk in chunks], plan)
         return items
 
     def delete_many(self, db_name: str, doc_ids: Iterable[str]) -> None:
@@ -467,7 +499,11 @@ class DynamoDBService:
         if self.coalesce_writes:
             _raise_first_error(self._writes(table).submit_many([Write(doc_id) for doc_id in ids]))
             return
-        self._batch_write(table, [{"DeleteRequest": {"Key": {_ID: doc_id}}} for doc_id in ids])
+        # `validate_ids` merged duplicates: no two requests of the call name the same id, so
+        # they may be in flight together in any order.
+        self._bulk.run(
+            self._write_tasks(table, [{"DeleteRequest": {"Key": {_ID: doc_id}}} for doc_id in ids])
+        )
 
     def query(self, db_name: str, index: str, value: Any) -> list[Document]:
         """Documents whose ``index`` partition key equals ``value``, across every page."""
@@ -580,11 +616,17 @@ class DynamoDBService:
             "writes": {"enabled": self.coalesce_writes, **writes.as_dict()},
         }
 
+    @property
+    def bulk_max_in_flight(self) -> int:
+        """Requests ``save_many`` / ``delete_many`` keep in flight at once."""
+        return self._bulk.max_in_flight
+
     def close(self) -> None:
-        """Close the HTTP connection pools."""
+        """Stop the bulk-write threads (after their requests), close the HTTP connection pools."""
         if self._closed:
             return
         self._closed = True
+        self._bulk.close()
         for client in {id(c): c for c in (self._client, self._resource_client())}.values():
             close = getattr(client, "close", None)
             if callable(close):
@@ -963,6 +1005,15 @@ class DynamoDBService:
                 if pending:
                     state.backoff("UnprocessedItems")
             state.succeeded()
+
+    def _write_tasks(self, table: str, requests: list[dict[str, Any]]) -> list[Task]:
+        """One task per BatchWriteItem of 25 ``requests`` (each retried as `_batch_write`)."""
+        return [
+            functools.partial(
+                self._batch_write, table, requests[start : start + MAX_BATCH_WRITE_ITEMS]
+            )
+            for start in range(0, len(requests), MAX_BATCH_WRITE_ITEMS)
+        ]
 
     def _encode_many(self, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         if not isinstance(docs, Mapping):

@@ -59,6 +59,7 @@ def build_dynamodb_service(settings: Settings, *, data_resource: object = None) 
         coalesce_max_wait_s=coalescing.max_wait_ms / 1000.0,
         max_batch_get=coalescing.max_batch_get,
         max_batch_write=coalescing.max_batch_write,
+        bulk_max_in_flight=settings.BULK_MAX_IN_FLIGHT,
     )
 
 

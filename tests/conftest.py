@@ -37,9 +37,17 @@ FAULT_PROXY_SEED = 20120810
 
 # The contract's variables and everything AWS_*, so a developer's environment never leaks in.
 _SCRUBBED_NAMES = frozenset(
-    {"DATABASE_PROVIDER", "CACHE_BACKEND", "REDIS_URL", "DAX_ENDPOINT_URL", "NATIVE_NUMBERS"}
+    {
+        "DATABASE_PROVIDER",
+        "DAX_ENDPOINT_URL",
+        "DAX_MEMORY_TIER",
+        "NATIVE_NUMBERS",
+        "COLLECTIONS",
+        "RETRY",
+        "COALESCING",
+    }
 )
-_SCRUBBED_PREFIXES = ("AWS_", "DYNAMODB_", "GATEWAY_")
+_SCRUBBED_PREFIXES = ("AWS_", "DYNAMODB_", "GATEWAY_", "CACHE_", "REDIS_", "BULK_")
 
 _prefix_numbers = itertools.count(1)
 

@@ -199,6 +199,8 @@ retry:
 coalescing:
   max_wait_ms: 2
   max_batch_write: 10
+bulk:
+  max_in_flight: 4
 """
 
 
@@ -225,6 +227,7 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
         "CACHE_CACHE_QUERIES": False,
         "CACHE_MAX_QUERY_BYTES": 65536,
         "CACHE_QUERY_INVALIDATION": "collection",
+        "BULK_MAX_IN_FLIGHT": 4,
         "REDIS_KEY_PREFIX": "app:",
         "REDIS_TIMEOUT_S": 0.1,
         "REDIS_BREAKER_FAILURES": 3,
