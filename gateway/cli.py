@@ -128,23 +128,81 @@ def _data_service(args: argparse.Namespace) -> Any:
     return get_database_service(_settings(args))
 
 
+def _utf8_stdout() -> None:
+    """Write stdout as UTF-8 whatever the locale: DynamoDB JSON lines are not ASCII-escaped."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if callable(reconfigure) and (sys.stdout.encoding or "").lower() != "utf-8":
+        reconfigure(encoding="utf-8")
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    with _data_service(args) as service:
+    from gateway.factory import get_database_service
+    from gateway.typed_json import (
+        DYNAMODB,
+        describe_losses,
+        plain_json_losses,
+        to_dynamodb_json,
+    )
+
+    exact = args.format == DYNAMODB
+    # DynamoDB JSON is exact: read numbers as Decimal even when NATIVE_NUMBERS is set.
+    settings = _decimal_settings(args) if exact else _settings(args)
+    with get_database_service(settings) as service:
         doc = service.get(args.collection, args.id)
         if doc is None:
             _require_table(service, args.collection)  # a missing table is another answer
     if doc is None:
         print(f"error: no document {args.id!r} in {args.collection!r}", file=sys.stderr)
         return EXIT_FAILURE
+    if exact:
+        _utf8_stdout()
+        print(to_dynamodb_json(doc))
+        return EXIT_OK
     print(to_json(doc))
+    losses = plain_json_losses(doc)
+    if losses:
+        print(describe_losses(losses), file=sys.stderr)
     return EXIT_OK
 
 
-def cmd_put(args: argparse.Namespace) -> int:
+def _read_document_text(arg: str) -> str:
+    """``put``'s DOC argument, or standard input (UTF-8) when it is ``-``."""
+    if arg != "-":
+        return arg
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read()
     try:
-        doc = json.loads(args.json, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"JSON is not valid: {exc}. Quote it for the shell.") from exc
+        return buffer.read().decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"standard input is not valid UTF-8 (byte {exc.start + 1}); give the document as UTF-8"
+        ) from None
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    from gateway.typed_json import DYNAMODB, looks_like_dynamodb_json, parse_dynamodb_json
+
+    text = _read_document_text(args.json)
+    if not text.strip():
+        source = "standard input gave nothing" if args.json == "-" else "DOC is empty"
+        raise ValidationError(
+            f'no document to save ({source}); give a JSON object, e.g. \'{{"name": "Ada"}}\', '
+            "or {} for an empty document"
+        )
+    if args.format == DYNAMODB:
+        doc = parse_dynamodb_json(text)
+    else:
+        try:
+            doc = json.loads(text, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"JSON is not valid: {exc}. Quote it for the shell.") from exc
+        if args.format is None and looks_like_dynamodb_json(doc):
+            raise ValidationError(
+                'this document looks like DynamoDB JSON (its _id is {"S": ...}), which plain '
+                "JSON would save as nested maps: add --format dynamodb to save it with its "
+                "types, or --format json to save it as plain JSON anyway"
+            )
     if_rev = ABSENT if args.if_absent else args.if_rev
     with _data_service(args) as service:
         result = service.save(args.collection, args.id, doc, if_rev=if_rev)
@@ -277,9 +335,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 bar.update(task, completed=p.documents, status=_status(p.documents))
 
             if partial is None:
-                reconfigure = getattr(sys.stdout, "reconfigure", None)
-                if callable(reconfigure) and (sys.stdout.encoding or "").lower() != "utf-8":
-                    reconfigure(encoding="utf-8")
+                _utf8_stdout()
                 summary = export_collection(service, args.collection, sys.stdout, on_progress)
                 sys.stdout.flush()
             else:
@@ -495,13 +551,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands_indexes.add_parsers(table_commands)
     commands_delete_table.add_parser(table_commands)
 
+    from gateway.typed_json import FORMATS
+
     get = add("get", cmd_get, "print a document as JSON")
     get.add_argument("collection")
     get.add_argument("id")
+    get.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="json",
+        help="json (default): plain JSON for people; Binary is printed as base64 text, sets as "
+        "lists and numbers as JSON numbers (1.50 as 1.5), so a `put` of it may change types. "
+        'dynamodb: DynamoDB JSON, one {"Item": ...} line as `gateway export` writes it, '
+        "exact: `put --format dynamodb` (or `import`) saves the same item back",
+    )
     put = add("put", cmd_put, "save a document given as JSON (full replace)")
     put.add_argument("collection")
     put.add_argument("id")
-    put.add_argument("json", help='the document, e.g. \'{"name": "Ada"}\'')
+    put.add_argument(
+        "json",
+        metavar="DOC",
+        help='the document, e.g. \'{"name": "Ada"}\', or - to read it from standard input',
+    )
+    put.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="json (default): plain JSON, numbers kept as written (1.50 stays 1.50); a "
+        'document that looks like DynamoDB JSON (an _id of {"S": ...}) is refused unless '
+        '--format json is given. dynamodb: DynamoDB JSON, {"Item": {...}} or the bare item, '
+        "as `gateway get --format dynamodb` prints it: Binary, sets and numbers exact. _id "
+        "and _rev in the document are ignored",
+    )
     condition = put.add_mutually_exclusive_group()
     condition.add_argument("--if-rev", help="save only if the stored _rev equals this")
     condition.add_argument(

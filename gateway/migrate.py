@@ -402,15 +402,23 @@ def item_to_document(item: Mapping[str, Any]) -> tuple[object, dict[str, Any]]:
         raise ValidationError(
             f'Item[\'_id\'] must be a string attribute {{"S": "..."}}, got {_show(raw_id)}'
         )
+    return raw_id["S"], attributes_to_document(item)
+
+
+def attributes_to_document(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes of a DynamoDB JSON item as a document (not validated yet: see
+    `validate_document`). ``_id`` and ``_rev`` are not even looked at: they are left out.
+
+    Raises `ValidationError` for a value that is not a valid attribute value.
+    """
     try:
-        doc = {
+        return {
             name: _from_attribute_value(value, (name,))
             for name, value in item.items()
             if name not in (_ID, _REV)
         }
     except _BadValue as exc:
         raise ValidationError(str(exc)) from None
-    return raw_id["S"], doc
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -432,15 +440,12 @@ def _refuse_constant(name: str) -> Any:
     )
 
 
-def parse_line(line: str) -> tuple[object, dict[str, Any]]:
-    """One line (DynamoDB JSON or plain JSON) as (the ``_id`` value, the document).
-
-    The document is not validated yet (see `validate_document`); the ``_id`` is returned as
-    found. Raises `ValidationError` with the reason for a line that cannot be read.
-    """
+def load_json(text: str) -> object:
+    """``text`` as JSON, strictly: floats as `Decimal` (``1.50`` stays ``Decimal('1.50')``),
+    no ``NaN`` / ``Infinity``, no key twice in one object. Raises `ValidationError`."""
     try:
-        value = json.loads(
-            line,
+        return json.loads(
+            text,
             parse_float=Decimal,
             parse_constant=_refuse_constant,
             object_pairs_hook=_object_without_duplicates,
@@ -451,6 +456,15 @@ def parse_line(line: str) -> tuple[object, dict[str, Any]]:
         raise
     except ValueError as exc:  # json.JSONDecodeError, or an integer too long to parse
         raise ValidationError(f"invalid JSON: {exc}") from None
+
+
+def parse_line(line: str) -> tuple[object, dict[str, Any]]:
+    """One line (DynamoDB JSON or plain JSON) as (the ``_id`` value, the document).
+
+    The document is not validated yet (see `validate_document`); the ``_id`` is returned as
+    found. Raises `ValidationError` with the reason for a line that cannot be read.
+    """
+    value = load_json(line)
     if not isinstance(value, dict):
         raise ValidationError(
             f'a line must be a JSON object (a document or {{"Item": ...}}), got '
@@ -803,12 +817,14 @@ __all__ = [
     "MigrationInterrupted",
     "Progress",
     "ProgressCallback",
+    "attributes_to_document",
     "copy_collection",
     "document_to_item",
     "document_to_line",
     "export_collection",
     "import_lines",
     "item_to_document",
+    "load_json",
     "parse_line",
     "plural",
     "validate_document",
