@@ -17,6 +17,12 @@ DynamoDB: ``DYNAMODB_ENDPOINT_URL`` (and the rest of `gateway.Settings`) from th
 when no endpoint is configured (and ``GATEWAY_USE_AWS`` is not ``1``), every process that runs
 users starts an embedded emulator of its own. Real AWS is used only with ``GATEWAY_USE_AWS=1``.
 
+The preload happens in locust's ``init`` event (single process; master with a shared endpoint),
+before the runner starts the ``-t`` clock; workers with their own emulators preload at their
+test start. A Redis-backed gateway uses the run's own key prefix (``REDIS_KEY_PREFIX`` +
+``locust-<8 hex>-``, chosen by the master and sent to the workers as ``--run-key-prefix``),
+whose keys every process deletes when it quits.
+
 Run from the repository root (see ``load_tests/README.md``)::
 
     locust --config load_tests/locust.conf
@@ -24,9 +30,11 @@ Run from the repository root (see ``load_tests/README.md``)::
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -70,6 +78,14 @@ DEFAULT_GATEWAY_CACHE = "memory"
 SEEDS_PER_WORKER = 100_000
 #: The key of this module's data in locust's worker-to-master stats messages.
 REPORT_KEY = "gateway_load"
+#: The cache backends that keep keys in Redis (under ``REDIS_KEY_PREFIX``).
+REDIS_BACKENDS = frozenset({"redis", "tiered"})
+#: Between the configured ``REDIS_KEY_PREFIX`` and the run's random token.
+RUN_PREFIX_MARK = "locust-"
+#: Keys deleted per round trip when a run's keys are removed.
+DELETE_BATCH = 500
+#: Socket timeout of that deletion (``REDIS_TIMEOUT_S`` is tuned for cache lookups).
+DELETE_TIMEOUT_S = 5.0
 
 _SPEC_DEFAULTS = WorkloadSpec()
 
@@ -84,6 +100,8 @@ class LoadOptions:
     read_ratio: float = _SPEC_DEFAULTS.read_ratio
     latency_ms: float = DEFAULT_LATENCY_MS
     jitter_ms: float = 0.0
+    #: The run's Redis key prefix (`run_key_prefix`); "" keeps ``REDIS_KEY_PREFIX``.
+    key_prefix: str = ""
 
     @classmethod
     def from_environment(cls, environment: Environment) -> LoadOptions:
@@ -98,6 +116,7 @@ class LoadOptions:
             read_ratio=parsed.read_ratio,
             latency_ms=parsed.latency_ms,
             jitter_ms=parsed.jitter_ms,
+            key_prefix=getattr(parsed, "run_key_prefix", "") or "",
         )
 
     def spec(self, kind: str) -> WorkloadSpec:
@@ -125,6 +144,7 @@ class _Backend:
     service: DatabaseService
     gets_us: MicrosecondHistogram
     baseline: dict[str, Any]  # stats() when the test started
+    last_request: float | None = None  # time.monotonic() when its last request ended
 
 
 class _Node:
@@ -142,8 +162,10 @@ class _Node:
         self._settings: Settings | None = None
         self._emulator: EmbeddedDynamoDB | None = None
         self._backends: dict[str, _Backend] = {}
-        self._preloaded: set[str] = set()
+        self.preloaded: set[str] = set()
         self._user_numbers: dict[str, itertools.count[int]] = {}
+        #: time.monotonic() when the test (re)started: after the preload, as the users start.
+        self._measuring_since: float | None = None
         #: On the master: the latest report of each worker, by client id.
         self.worker_reports: dict[str, dict[str, Any]] = {}
 
@@ -180,7 +202,9 @@ class _Node:
         with self._lock:
             backend = self._backends.get(kind)
             if backend is None:
-                name, service = _build_service(kind, settings, self.options.injector())
+                name, service = _build_service(
+                    kind, settings, self.options.injector(), self.options.key_prefix
+                )
                 backend = _Backend(kind, name, service, MicrosecondHistogram(), _counters(service))
                 self._backends[kind] = backend
             return backend
@@ -188,12 +212,12 @@ class _Node:
     def preload(self, kinds: list[str]) -> None:
         """Save every key of each class's collection once per process, through its service."""
         for kind in kinds:
-            if kind in self._preloaded:
+            if kind in self.preloaded:
                 continue
             spec = self.options.spec(kind)
             started = time.monotonic()
             preload(self.backend(kind).service, spec)
-            self._preloaded.add(kind)
+            self.preloaded.add(kind)
             logger.info(
                 "preloaded %d documents of %d bytes into %s in %.1f s",
                 spec.keys,
@@ -207,6 +231,8 @@ class _Node:
         for backend in self._backends.values():
             backend.gets_us = MicrosecondHistogram()
             backend.baseline = _counters(backend.service)
+            backend.last_request = None
+        self._measuring_since = time.monotonic()
 
     def next_user(self, kind: str) -> int:
         """A workload seed for the next user of class ``kind`` in this process."""
@@ -230,8 +256,14 @@ class _Node:
                 "db_calls": dict(Counter(now["db_calls"]) - Counter(then["db_calls"])),
                 # Since the gateway started (not since the test did), and its breaker now.
                 "health": cache_health(stats),
+                "measured_s": self.measured_s(backend),
             }
         return report
+
+    def measured_s(self, backend: _Backend) -> float:
+        """Seconds from the test's start (after any preload) to the backend's last request."""
+        since, last = self._measuring_since, backend.last_request
+        return max(0.0, last - since) if since is not None and last is not None else 0.0
 
     def close(self) -> None:
         """Close every service, then stop the emulator."""
@@ -249,16 +281,20 @@ class _Node:
 
 
 def _build_service(
-    kind: str, settings: Settings, injector: LatencyInjector | None
+    kind: str, settings: Settings, injector: LatencyInjector | None, key_prefix: str = ""
 ) -> tuple[str, DatabaseService]:
-    """(request name, service) for user class ``kind``, with the latency on its DynamoDB clients."""
+    """(request name, service) for user class ``kind``, with the latency on its DynamoDB clients
+    and, when ``key_prefix`` is set, the run's Redis key prefix instead of ``REDIS_KEY_PREFIX``."""
     if kind == BARE:
         service = build_dynamodb_service(settings.model_copy(update={"CACHE_BACKEND": "none"}))
         if injector is not None:
             injector.attach(service_clients(service))
         return BARE, service
     cache = settings.CACHE_BACKEND if settings.CACHE_BACKEND != "none" else DEFAULT_GATEWAY_CACHE
-    settings = settings.model_copy(update={"CACHE_BACKEND": cache})
+    update: dict[str, Any] = {"CACHE_BACKEND": cache}
+    if key_prefix:
+        update["REDIS_KEY_PREFIX"] = key_prefix
+    settings = settings.model_copy(update=update)
     name = f"{GATEWAY}:{cache}"
     if cache == "dax":
         if injector is not None:
@@ -272,6 +308,47 @@ def _build_service(
     except BaseException:
         inner.close()
         raise
+
+
+def new_run_prefix(base: str) -> str:
+    """A Redis key prefix for one run: ``base`` + ``locust-<8 hex>-``."""
+    return f"{base}{RUN_PREFIX_MARK}{secrets.token_hex(4)}-"
+
+
+def delete_run_keys(prefix: str) -> None:
+    """Delete every Redis key under the run's ``prefix``: entries, floors and the tiered
+    cache's registry alike (``SCAN MATCH`` + ``UNLINK``; the cache's own ``delete_prefix`` and
+    the gateway's ``invalidate_collection`` leave floors behind). Only when the gateway's cache
+    keeps keys in Redis; best effort: a failure is logged, never raised."""
+    if not prefix:
+        return
+    try:
+        settings = Settings()
+        if settings.CACHE_BACKEND not in REDIS_BACKENDS:
+            return
+        import redis
+
+        from gateway.caches.redis_cache import glob_escape
+
+        timeout_s = max(settings.REDIS_TIMEOUT_S, DELETE_TIMEOUT_S)
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=glob_escape(prefix) + b"*", count=DELETE_BATCH):
+                batch.append(key)
+                if len(batch) >= DELETE_BATCH:
+                    deleted += int(client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(client.unlink(*batch))
+        finally:
+            client.close()
+        logger.info("deleted %d Redis keys of this run (prefix %r)", deleted, prefix)
+    except Exception as exc:  # cleaning up is best effort at exit
+        logger.warning("could not delete the Redis keys under %r: %s", prefix, exc)
 
 
 def _counters(service: DatabaseService, stats: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -331,6 +408,7 @@ class _ServiceUser(User):
     def _report(
         self, request_type: str, elapsed_ns: int, length: int, exc: Exception | None
     ) -> None:
+        self._backend.last_request = time.monotonic()
         self._fire(
             request_type=request_type,
             name=self._backend.name,
@@ -379,6 +457,11 @@ def _add_arguments(parser: LocustArgumentParser, **_: Any) -> None:
     parser.add_argument(
         "--jitter-ms", type=float, default=0.0, help="uniform random extra latency, 0 to this"
     )
+    # Internal: the run's Redis key prefix, chosen by the master (or the single process) at
+    # init and sent to the workers with the other options (locust's spawn messages).
+    parser.add_argument(
+        "--run-key-prefix", default="", include_in_web_ui=False, help=argparse.SUPPRESS
+    )
 
 
 def _kinds(environment: Environment) -> list[str]:
@@ -399,8 +482,28 @@ def _check_options(environment: Environment) -> LoadOptions:
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     _NODE.environment = environment
-    if not isinstance(environment.runner, WorkerRunner):  # workers get the master's options
-        _NODE.options = _check_options(environment)
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):  # workers get the master's options at each start
+        return
+    parsed = environment.parsed_options
+    if parsed is not None and not getattr(parsed, "run_key_prefix", ""):
+        parsed.run_key_prefix = new_run_prefix(Settings().REDIS_KEY_PREFIX)
+    _NODE.options = _check_options(environment)
+    if _NODE.options.key_prefix:
+        logger.info("Redis keys of this run: prefix %r", _NODE.options.key_prefix)
+    # Build and preload now, before the runner starts: locust's -t/--run-time clock starts with
+    # the runner (in the same instant as test_start), so a preload there would eat into it.
+    kinds = _kinds(environment)
+    if isinstance(runner, MasterRunner):
+        # The master runs no users. With one DynamoDB for everyone it preloads it, once; with
+        # embedded emulators (one per worker) each worker preloads its own at its test start.
+        if _NODE.shared_endpoint():
+            _NODE.preload(kinds)
+            _NODE.close()  # its services would only hold connections (and Redis leases)
+        return
+    for kind in kinds:
+        _NODE.backend(kind)
+    _NODE.preload(kinds)
 
 
 @events.test_start.add_listener
@@ -409,12 +512,10 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     kinds = _kinds(environment)
     if isinstance(environment.runner, MasterRunner):
         _NODE.worker_reports.clear()
-        # The master runs no users. With one DynamoDB for everyone it preloads it, once, before
-        # the workers start; with embedded emulators (one per worker) each worker preloads its
-        # own.
-        if _NODE.shared_endpoint():
+        # Anything init did not preload (a class picked in the web UI since).
+        if _NODE.shared_endpoint() and any(k not in _NODE.preloaded for k in kinds):
             _NODE.preload(kinds)
-            _NODE.close()  # its services would only hold connections (and Redis leases)
+            _NODE.close()
         return
     for kind in kinds:
         _NODE.backend(kind)
@@ -448,6 +549,9 @@ def _on_quit(**_: Any) -> None:
             print_summary(_NODE.report())
     finally:
         _NODE.close()
+        # Every process deletes the run's keys once its own services are closed (the master
+        # after the workers were told to quit): whoever ends last leaves nothing behind.
+        delete_run_keys(_NODE.options.key_prefix)
 
 
 # ------------------------------------------------------------------------------------------
@@ -469,6 +573,7 @@ def _merge(reports: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
                     "misses": 0,
                     "db_calls": {},
                     "health": None,
+                    "measured_s": 0.0,
                 },
             )
             gets = MicrosecondHistogram.from_wire(into["gets"])
@@ -478,6 +583,7 @@ def _merge(reports: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
             into["misses"] += part["misses"]
             into["db_calls"] = dict(Counter(into["db_calls"]) + Counter(part["db_calls"]))
             into["health"] = merge_health([into["health"], part.get("health")])
+            into["measured_s"] = max(into["measured_s"], part.get("measured_s", 0.0))
     return merged
 
 
@@ -525,6 +631,11 @@ def summary_lines(report: dict[str, dict[str, Any]]) -> list[str]:
             "* hits: the fastest <hit ratio> share of the gets (a cache hit is always faster "
             "than a DynamoDB round trip): hit pQ = get p(Q x hit ratio)"
         )
+    measured = max((part.get("measured_s", 0.0) for part in report.values()), default=0.0)
+    lines.append(
+        f"Measured: {measured:.2f} s of load (from the test start, after the preload, "
+        "to the last request)"
+    )
     lines.extend(health_summary_lines(report))
     return lines
 

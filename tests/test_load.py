@@ -1,5 +1,6 @@
-"""The load tests: a short headless locust run on the embedded emulator, the µs histogram, and
-the compose demo app against the emulator.
+"""The load tests: short headless locust runs on the embedded emulator (one with the in-process
+cache, one with the tiered cache on a real redis-server), the µs histogram, and the compose demo
+app against the emulator.
 
 The locustfile is never imported here: importing locust monkey-patches the process with gevent.
 It runs in a subprocess, exactly as a developer runs it.
@@ -11,6 +12,7 @@ import configparser
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -25,10 +27,19 @@ import pytest
 from gateway import Settings, get_database_service
 from load_tests.demo_app import DemoServer, make_server
 from load_tests.histogram import EXACT_BELOW_US, MicrosecondHistogram, bucket_of
+from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = "load_tests/locustfile.py"
 LOCUST_TIMEOUT_S = 180
+#: -t of the runs below, in seconds.
+RUN_TIME_S = 4
+REDIS_RUN_TIME_S = 5
+#: The measured load must last at least this share of -t (users stop when -t ends; the share
+#: left is for spawning and the last requests, never for a preload).
+MEASURED_SHARE = 0.8
+#: The Redis key prefix configured for the Redis run; the run adds ``locust-<8 hex>-``.
+REDIS_BASE_PREFIX = "gwtest:"
 #: The contract's variables and everything AWS_*, DYNAMODB_*, GATEWAY_*, LOCUST_*.
 SCRUBBED_NAMES = frozenset(
     {"DATABASE_PROVIDER", "CACHE_BACKEND", "REDIS_URL", "DAX_ENDPOINT_URL", "NATIVE_NUMBERS"}
@@ -86,7 +97,7 @@ def locust_run(
         "-r",
         "4",
         "-t",
-        "4s",
+        f"{RUN_TIME_S}s",
         "--only-summary",
         "--keys",
         "200",
@@ -148,12 +159,111 @@ def test_microsecond_summary_is_printed(
     assert "WARNING" not in out and "bare: cache" not in out, out
 
 
+def _measured_s(out: str) -> float:
+    """The seconds of load the µs summary says were measured."""
+    match = re.search(r"^Measured: ([0-9.]+) s of load", out, re.MULTILINE)
+    assert match is not None, f"no 'Measured:' line in:\n{out}"
+    return float(match.group(1))
+
+
+def test_measured_load_lasts_the_run_time(
+    locust_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, _ = locust_run
+    assert _measured_s(result.stdout) >= MEASURED_SHARE * RUN_TIME_S, result.stdout
+
+
 def _summary_row(out: str, label: str) -> list[str]:
     """The fields after ``label`` on its line of the µs summary."""
     for line in out.splitlines():
         if line.startswith(label + " "):
             return line[len(label) :].split()
     raise AssertionError(f"no {label!r} row in:\n{out}")
+
+
+# ------------------------------------------------------------------------------------------
+# A headless locust run on the tiered cache and a real Redis
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_locust_run(
+    redis_server: RedisServer,
+) -> tuple[subprocess.CompletedProcess[str], list[bytes]]:
+    """A run with ``CACHE_BACKEND=tiered`` and the default workload (2,000 keys per class,
+    3 ms per DynamoDB request: a preload of seconds); the keys Redis holds once it ended."""
+    import redis
+
+    redis_server.resume()
+    redis_server.flush()
+    env = _locust_env()
+    env.update(
+        CACHE_BACKEND="tiered", REDIS_URL=redis_server.url, REDIS_KEY_PREFIX=REDIS_BASE_PREFIX
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        LOCUSTFILE,
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        f"{REDIS_RUN_TIME_S}s",
+        "--only-summary",
+    ]
+    result = subprocess.run(
+        argv,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=LOCUST_TIMEOUT_S,
+        check=False,
+    )
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        left = sorted(client.scan_iter(match="*", count=1000))
+    finally:
+        client.close()
+    return result, left
+
+
+def test_redis_run_completes_on_the_tiered_cache(
+    redis_locust_run: tuple[subprocess.CompletedProcess[str], list[bytes]],
+) -> None:
+    result, _ = redis_locust_run
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-6000:]}"
+    hits = _summary_row(result.stdout, "gateway:tiered hits *")
+    assert int(hits[0]) > 0, result.stdout
+
+
+def test_redis_run_leaves_no_key_in_redis(
+    redis_locust_run: tuple[subprocess.CompletedProcess[str], list[bytes]],
+) -> None:
+    result, left = redis_locust_run
+    # The run used a prefix of its own under the configured one, and wrote under it.
+    prefixes = set(re.findall(r"Redis keys of this run: prefix '([^']*)'", result.stderr))
+    assert len(prefixes) == 1, result.stderr[-6000:]
+    (prefix,) = prefixes
+    assert re.fullmatch(re.escape(REDIS_BASE_PREFIX) + r"locust-[0-9a-f]{8}-", prefix), prefix
+    deleted = re.search(r"deleted (\d+) Redis keys of this run", result.stderr)
+    assert deleted is not None and int(deleted.group(1)) > 0, result.stderr[-6000:]
+    # Redis was flushed before the run: whatever it holds now, the run left behind.
+    assert left == [], f"{len(left)} keys left, e.g. {left[:5]}"
+
+
+def test_redis_run_does_not_count_its_preload_against_the_run_time(
+    redis_locust_run: tuple[subprocess.CompletedProcess[str], list[bytes]],
+) -> None:
+    result, _ = redis_locust_run
+    assert _measured_s(result.stdout) >= MEASURED_SHARE * REDIS_RUN_TIME_S, (
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    )
 
 
 def test_locust_conf_is_a_quick_headless_run_of_the_locustfile() -> None:
