@@ -26,37 +26,19 @@ from gateway.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
+from tests.cli_helpers import Run, assert_one_line_error, cli_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT_S = 120
 
 ClientFactory = Callable[..., Any]
-Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
 def run(
     moto_server: EmbeddedDynamoDB, table_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> Run:
-    """``run(*args)``: ``gateway --endpoint-url <emulator> --table-prefix <prefix> *args``,
-    returning (exit code, stdout, stderr)."""
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()  # drop anything printed before
-        code = main(
-            ["--endpoint-url", moto_server.endpoint_url, "--table-prefix", table_prefix, *args]
-        )
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-def assert_one_line_error(err: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
+    return cli_runner(moto_server.endpoint_url, table_prefix, capsys)
 
 
 def test_put_then_get_prints_the_document(run: Run) -> None:

@@ -9,31 +9,16 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.processes import free_port
-
-Run = Callable[..., tuple[int, str, str]]
+from tests.cli_helpers import Run, assert_one_line_error, cli_runner
 
 
 @pytest.fixture
 def run(
     moto_server: EmbeddedDynamoDB, table_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> Run:
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--endpoint-url", moto_server.endpoint_url, "--table-prefix", table_prefix, *args]
-        )
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-def assert_one_line_error(err: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return cli_runner(moto_server.endpoint_url, table_prefix, capsys)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
 from gateway.emulator import EmbeddedDynamoDB
+from tests.cli_helpers import cli_runner
 
 Run = Callable[..., tuple[int, Any, str]]
 
@@ -20,13 +20,10 @@ def run(
     moto_server: EmbeddedDynamoDB, table_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> Run:
     """``run(*args)``: the command on the emulator; (exit code, stdout as JSON or "", stderr)."""
+    plain = cli_runner(moto_server.endpoint_url, table_prefix, capsys)
 
     def call(*args: str) -> tuple[int, Any, str]:
-        capsys.readouterr()
-        code = main(
-            ["--endpoint-url", moto_server.endpoint_url, "--table-prefix", table_prefix, *args]
-        )
-        out, err = capsys.readouterr()
+        code, out, err = plain(*args)
         return code, json.loads(out) if out else "", err
 
     return call

@@ -21,14 +21,13 @@ from gateway import (
     ValidationError,
 )
 from gateway.aws_errors import translate
-from gateway.cli import main
 from gateway.config import Settings
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.factory import build_cache, build_gateway
 from gateway.tables import IndexProgress, IndexSpec, TableManager, table_manager_of
+from tests.cli_helpers import Run, assert_one_line_error, cli_runner
 
 ClientFactory = Callable[..., Any]
-Run = Callable[..., tuple[int, str, str]]
 
 USERS_INDEXES = '{"users": {"indexes": {"by_email": {"attribute": "email"}}}}'
 
@@ -37,22 +36,7 @@ USERS_INDEXES = '{"users": {"indexes": {"by_email": {"attribute": "email"}}}}'
 def run(
     moto_server: EmbeddedDynamoDB, table_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> Run:
-    """``run(*args)``: the command on the emulator; (exit code, stdout, stderr)."""
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--endpoint-url", moto_server.endpoint_url, "--table-prefix", table_prefix, *args]
-        )
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
-def assert_one_line_error(err: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return cli_runner(moto_server.endpoint_url, table_prefix, capsys)
 
 
 def table_exists(client: Any, name: str) -> bool:

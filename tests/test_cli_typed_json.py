@@ -20,9 +20,10 @@ import pytest
 from boto3.dynamodb.types import Binary
 
 from gateway import DynamoDBService
-from gateway.cli import EXIT_USAGE, main
+from gateway.cli import EXIT_USAGE
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.migrate import document_to_line
+from tests.cli_helpers import Run, cli_runner
 
 COLLECTION = "notes"
 
@@ -43,25 +44,13 @@ DOCUMENT: dict[str, Any] = {
     "nothing": None,
 }
 
-Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
 def run(
     moto_server: EmbeddedDynamoDB, table_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> Run:
-    """``run(*args)``: ``gateway --endpoint-url <emulator> --table-prefix <prefix> *args`` ->
-    (exit code, stdout, stderr)."""
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(
-            ["--endpoint-url", moto_server.endpoint_url, "--table-prefix", table_prefix, *args]
-        )
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
+    return cli_runner(moto_server.endpoint_url, table_prefix, capsys)
 
 
 @pytest.fixture
