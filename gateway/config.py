@@ -381,6 +381,7 @@ YAML_PATHS: Mapping[tuple[str, ...], str] = MappingProxyType(
         ("cache", "write_intent_seconds"): "CACHE_WRITE_INTENT_S",
         ("cache", "unreachable_writes"): "CACHE_UNREACHABLE_WRITES",
         ("cache", "dax_endpoint_url"): "DAX_ENDPOINT_URL",
+        ("cache", "streams_invalidation"): "STREAMS_INVALIDATION",
         ("cache", "dax_memory_tier"): "DAX_MEMORY_TIER",
         ("numbers", "native"): "NATIVE_NUMBERS",
         ("collections",): "COLLECTIONS",
@@ -867,6 +868,11 @@ class Settings(BaseSettings):
     NATIVE_NUMBERS: bool = Field(
         default=False, description="true or false (return int/float instead of Decimal)"
     )
+    STREAMS_INVALIDATION: bool = Field(
+        default=False,
+        description="true or false (follow each collection's DynamoDB stream and apply every "
+        "change to the caches)",
+    )
 
     # -- DynamoDB client ------------------------------------------------------------------
     DYNAMODB_CONSISTENT_READ: bool = Field(default=True, description="true or false")
@@ -1060,6 +1066,19 @@ class Settings(BaseSettings):
                 f"{origin.key(('CACHE_BACKEND',))} (from {origin.detail}) is 'dax' but "
                 "DAX_ENDPOINT_URL (YAML cache.dax_endpoint_url) is not set; expected a dax:// "
                 "or daxs:// cluster endpoint URL"
+            )
+        if self.STREAMS_INVALIDATION and self.CACHE_BACKEND in ("none", "dax"):
+            origin = build.lookup(("STREAMS_INVALIDATION",))
+            raise ConfigError(
+                f"{origin.key(('STREAMS_INVALIDATION',))} (from {origin.detail}) is true but "
+                f"CACHE_BACKEND is {self.CACHE_BACKEND!r}: "
+                + (
+                    "there is no cache to keep up to date"
+                    if self.CACHE_BACKEND == "none"
+                    else "DAX's item cache cannot be told about changes (DAX only sees writes "
+                    "made through DAX)"
+                )
+                + ". Use memory, redis or tiered, or set streams_invalidation: false."
             )
         prefix = self.DYNAMODB_TABLE_PREFIX
         for name in self.COLLECTIONS:

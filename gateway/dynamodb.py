@@ -131,6 +131,7 @@ class DynamoDBService:
         max_batch_get: int = MAX_BATCH_GET_KEYS,
         max_batch_write: int = MAX_BATCH_WRITE_ITEMS,
         bulk_max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        stream_view_type: str | None = None,
     ) -> None:
         """``data_resource``: a resource with boto3's DynamoDB interface for the data plane
         (e.g. DAX's); by default a boto3 resource for ``region_name`` / ``endpoint_url``.
@@ -148,6 +149,9 @@ class DynamoDBService:
         ``save_many`` and ``delete_many`` keep in flight at once (without write coalescing), on
         a pool of that many threads that `close` stops; 1 sends them one at a time. Keep it at
         most ``max_pool_connections``. See ``gateway/bulk.py``.
+
+        ``stream_view_type`` (e.g. ``"NEW_AND_OLD_IMAGES"``): tables this service creates get a
+        DynamoDB stream of that view type (`gateway.streams` follows it); None: no stream.
         """
         if not 1 <= max_batch_get <= MAX_BATCH_GET_KEYS:
             raise ValueError(
@@ -184,7 +188,12 @@ class DynamoDBService:
         self._resource = data_resource or session.resource(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
-        self._tables = TableManager(self._client, self._indexes_for, self._call)
+        self._tables = TableManager(
+            self._client, self._indexes_for, self._call, stream_view_type=stream_view_type
+        )
+        self._session = session
+        self._client_config = config
+        self._streams_client: Any = None
         #: Per-document locks ((table, id) keys) of the writes that are not coalesced: see
         #: `save_many_with_items`.
         self.write_locks = KeyLocks()
@@ -664,6 +673,18 @@ class DynamoDBService:
     def control_client(self) -> Any:
         """The boto3 DynamoDB client used for table management (never DAX)."""
         return self._client
+
+    @property
+    def streams_client(self) -> Any:
+        """A boto3 DynamoDB Streams client for the same endpoint (made on first use)."""
+        if self._streams_client is None:
+            self._streams_client = self._session.client(
+                "dynamodbstreams",
+                region_name=self.region_name,
+                endpoint_url=self.endpoint_url,
+                config=self._client_config,
+            )
+        return self._streams_client
 
     def control_call(self, operation: str, table: str, fn: Callable[[], T]) -> T:
         """Run a control-plane call under the retry policy and error translation."""

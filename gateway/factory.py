@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from gateway.breaker import CircuitBreaker
 from gateway.caches.base import CacheBackend
@@ -14,6 +14,7 @@ from gateway.errors import ConfigError
 from gateway.gateway import CachingGateway
 from gateway.retry import RetryBudget, RetryPolicy
 from gateway.service import DatabaseService
+from gateway.streams.follower import VIEW_TYPE as STREAM_VIEW_TYPE
 from gateway.tables import IndexSpec
 
 if TYPE_CHECKING:  # redis-py is an optional extra: imported where it is used
@@ -60,6 +61,7 @@ def build_dynamodb_service(settings: Settings, *, data_resource: object = None) 
         max_batch_get=coalescing.max_batch_get,
         max_batch_write=coalescing.max_batch_write,
         bulk_max_in_flight=settings.BULK_MAX_IN_FLIGHT,
+        stream_view_type=STREAM_VIEW_TYPE if settings.STREAMS_INVALIDATION else None,
     )
 
 
@@ -83,14 +85,20 @@ def get_database_service(settings: Settings | None = None) -> DatabaseService:
     except BaseException:
         cache.close()
         raise
-    return build_gateway(settings, service, cache)
+    try:
+        return build_gateway(settings, service, cache)
+    except BaseException:
+        cache.close()
+        service.close()
+        raise
 
 
 def build_gateway(
     settings: Settings, service: DynamoDBService, cache: CacheBackend
 ) -> CachingGateway:
-    """A caching gateway in front of ``service`` with the settings' policies and breaker."""
-    return CachingGateway(
+    """A caching gateway in front of ``service`` with the settings' policies and breaker,
+    following the collections' streams when ``STREAMS_INVALIDATION`` is on."""
+    gateway = CachingGateway(
         service,
         cache,
         policy_for=settings.cache_policy,
@@ -99,10 +107,21 @@ def build_gateway(
             reset_s=settings.REDIS_BREAKER_RESET_S,
         ),
         intent_ttl_s=settings.CACHE_WRITE_INTENT_S,
-        unreachable_writes=settings.CACHE_UNREACHABLE_WRITES,
+        unreachable_writes=_unreachable_writes(settings),
         max_query_bytes=settings.CACHE_MAX_QUERY_BYTES,
         query_invalidation=settings.CACHE_QUERY_INVALIDATION,
     )
+    if settings.STREAMS_INVALIDATION:
+        from gateway.streams.setup import build_follower
+
+        gateway.follow_streams(build_follower(settings, gateway))
+    return gateway
+
+
+def _unreachable_writes(settings: Settings) -> Literal["refuse", "accept"]:
+    """The setting; ``"accept"`` when streams are followed: every instance then hears of the
+    write through the stream (fail-open, as the contract says)."""
+    return "accept" if settings.STREAMS_INVALIDATION else settings.CACHE_UNREACHABLE_WRITES
 
 
 def build_cache(settings: Settings) -> CacheBackend:

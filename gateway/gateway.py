@@ -64,6 +64,7 @@ from gateway.query_cache import (
 from gateway.resilience import GuardedCache
 from gateway.revisions import parse_generation
 from gateway.service import Document, IfRev, SaveResult
+from gateway.streams.records import Change
 
 T = TypeVar("T")
 
@@ -98,6 +99,14 @@ class CachePolicyLike(Protocol):
     def jitter(self) -> float: ...
     @property
     def cache_queries(self) -> bool: ...
+
+
+class StreamFollowerLike(Protocol):
+    """What the gateway uses of `gateway.streams.follower.StreamFollower`."""
+
+    def register(self, db_name: str) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
 class _Flight:
@@ -225,6 +234,7 @@ class CachingGateway:
             wall_clock=wall_clock,
             scans_consistent=service.consistent_read,
         )
+        self._follower: StreamFollowerLike | None = None
         self._hits = Counter()
         self._misses = Counter()
         self._waits = Counter()
@@ -596,6 +606,44 @@ class CachingGateway:
             self._guard.errors.inc()
             raise
 
+    # ------------------------------------------------------------------ stream changes
+
+    def follow_streams(self, follower: StreamFollowerLike) -> None:
+        """Have ``follower`` follow the stream of every collection this gateway caches (from
+        its first use; `close` stops it). See `gateway.streams`."""
+        self._follower = follower
+        for db_name, (policy, _) in list(self._collections.items()):
+            if policy.enabled:
+                follower.register(db_name)
+
+    # What `gateway.streams.apply.ChangeApplier` uses of this gateway (`CacheParts`).
+
+    def stream_guard(self) -> GuardedCache:
+        return self._guard
+
+    def stream_target(self, db_name: str) -> tuple[CachePolicyLike, str] | None:
+        """The collection's policy and table, None if it is not cached."""
+        policy, table = self._collections.get(db_name) or self._collection(db_name)
+        return (policy, table) if policy.enabled else None
+
+    def stream_index_attributes(self, db_name: str) -> Mapping[str, str]:
+        return self._index_attributes(db_name)
+
+    def stream_entry(self, change: Change) -> Entry:
+        if change.removed or change.new_item is None:
+            return self._tombstone()
+        return self._document_entry(str(change.new_item["_rev"]), change.new_item)
+
+    def stream_ttl(self, entry: Entry, policy: CachePolicyLike) -> float:
+        base = policy.ttl_s if entry.kind is Kind.DOCUMENT else policy.negative_ttl_s
+        return self._ttl(base, policy)
+
+    def stream_forget_loads(self, keys: Sequence[str]) -> None:
+        self._end_flights(keys)
+
+    def stream_key(self, table: str, doc_id: str) -> str:
+        return table + _KEY_SEPARATOR + doc_id
+
     def stats(self) -> dict[str, Any]:
         """Hits, misses, hit ratio, DynamoDB calls by operation, the cache tier's health,
         latency per public call (``latency``) and per DynamoDB operation (``db_latency``), the
@@ -633,11 +681,15 @@ class CachingGateway:
             "db_latency": service_stats.get("latency", {}),
             "consumed_capacity": service_stats.get("consumed_capacity", {}),
             "cost": _cost_per_op(service_stats.get("cost", {}), latency),
+            **({} if self._follower is None else {"streams": self._follower.stats()}),
         }
 
     def close(self) -> None:
-        """Stop the repair thread, then close the cache and the service."""
+        """Stop the stream follower and the repair thread, then close the cache and the
+        service."""
         try:
+            if self._follower is not None:
+                self._follower.close()
             self._guard.close()
         finally:
             self._service.close()
@@ -660,6 +712,21 @@ class CachingGateway:
     def cache(self) -> CacheBackend:
         """The cache backend."""
         return self._cache
+
+    @property
+    def fill_deadline_s(self) -> float:
+        """The longest a cache fill may take (a slower load does not fill)."""
+        return self._fill_deadline_s
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock the gateway runs on (injected in tests)."""
+        return self._clock
+
+    @property
+    def intent_ttl_s(self) -> float:
+        """How long a write intent protects a key."""
+        return self._intent_ttl_s
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -847,6 +914,9 @@ class CachingGateway:
                 f"{policy.jitter:g}. Raise them under cache or collections.{db_name}.cache, "
                 "or set enabled: false for that collection."
             )
+        follower = self._follower
+        if follower is not None and policy.enabled:
+            follower.register(db_name)  # raises if its stream cannot be followed
         collection = (policy, table)
         self._collections[db_name] = collection
         return collection

@@ -181,6 +181,17 @@ class GuardedCache:
             return [MISS if key in pending else e for key, e in zip(keys, entries, strict=True)]
         return entries
 
+    def read_many(self, keys: Sequence[str]) -> list[Entry | Miss] | None:
+        """Like `get_many`, but None when the cache did not answer (a caller that must know,
+        such as a stream follower deciding what a change replaces)."""
+        entries = self._call("get", self.cache.get_many, keys)
+        if entries is UNAVAILABLE:
+            return None
+        if self._pending:
+            pending = self._pending
+            return [MISS if key in pending else e for key, e in zip(keys, entries, strict=True)]
+        return entries
+
     def awaits_repair(self, key: str) -> bool:
         """Whether ``key`` awaits a replayed invalidation (the cache must not be used for it)."""
         return key in self._pending

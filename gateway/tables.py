@@ -116,14 +116,18 @@ class TableManager:
         indexes_for: Callable[[str], Mapping[str, IndexSpec]],
         call: Callable[[str, str, Callable[[], Any]], Any],
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        stream_view_type: str | None = None,
     ) -> None:
         """``client`` is a boto3 DynamoDB client (the control plane: never DAX);
+        ``stream_view_type``: the tables it creates get a stream of that view type;
         ``indexes_for(db_name)`` gives the declared indexes of a collection; ``call(operation,
         table, fn)`` runs ``fn`` under the service's retry policy and error translation."""
         self._client = client
         self._indexes_for = indexes_for
         self._call = call
         self._sleep = sleep
+        self._stream_view_type = stream_view_type
         self._ready: dict[str, TableInfo] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -305,6 +309,11 @@ class TableManager:
             ],
             "BillingMode": "PAY_PER_REQUEST",
         }
+        if self._stream_view_type is not None:
+            params["StreamSpecification"] = {
+                "StreamEnabled": True,
+                "StreamViewType": self._stream_view_type,
+            }
         if indexes:
             params["GlobalSecondaryIndexes"] = [
                 {

@@ -186,6 +186,7 @@ cache:
   unreachable_writes: accept
   dax_endpoint_url: daxs://my-cluster.abc123.dax-clusters.eu-central-1.amazonaws.com
   dax_memory_tier: true
+  streams_invalidation: false
 numbers:
   native: true
 collections:
@@ -212,6 +213,7 @@ def test_yaml_form_every_key(tmp_path: Path) -> None:
         "DYNAMODB_ENDPOINT_URL": "http://localhost:8000",
         "DYNAMODB_TABLE_PREFIX": "test_",
         "CACHE_BACKEND": "dax",
+        "STREAMS_INVALIDATION": False,
         "REDIS_URL": "rediss://:pw@cache.example.com:6380/2",
         "DAX_ENDPOINT_URL": "daxs://my-cluster.abc123.dax-clusters.eu-central-1.amazonaws.com",
         "NATIVE_NUMBERS": True,
