@@ -271,10 +271,33 @@ def _progress_bar(args: argparse.Namespace) -> Any:
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[status]}"),
+        _document_rate_column(),
         TimeElapsedColumn(),
         console=console,
         disable=args.quiet or not console.is_terminal,
     )
+
+
+def _document_rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class DocumentRate(ProgressColumn):
+        """Documents per second (the ``documents`` field), over rich's speed window."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.fields.get("rate")
+            return Text("" if speed is None else f"{speed:,.0f} docs/s")
+
+    return DocumentRate()
+
+
+def _rate(documents: int, bar: Any) -> float | None:
+    """Documents per second since the bar started (None before it has a clock reading)."""
+    elapsed = (
+        bar.get_time() - bar.tasks[0].start_time if bar.tasks and bar.tasks[0].start_time else 0
+    )
+    return documents / elapsed if elapsed > 0 else None
 
 
 def _plural(count: int, noun: str) -> str:
@@ -329,10 +352,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         with build_dynamodb_service(_decimal_settings(args)) as service, bar:
             _require_table(service, args.collection)  # before any output file is opened
-            task = bar.add_task(f"export {args.collection}", total=None, status="")
+            task = bar.add_task(f"export {args.collection}", total=None, status="", rate=None)
 
             def on_progress(p: Progress) -> None:
-                bar.update(task, completed=p.documents, status=_status(p.documents))
+                bar.update(
+                    task,
+                    completed=p.documents,
+                    status=_status(p.documents),
+                    rate=_rate(p.documents, bar),
+                )
 
             if partial is None:
                 _utf8_stdout()
@@ -374,7 +402,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         size = _file_size(stream)
         with get_database_service(_settings(args)) as service, bar:
-            task = bar.add_task(f"import {args.collection}", total=size, status="")
+            task = bar.add_task(f"import {args.collection}", total=size, status="", rate=None)
 
             def lines() -> Any:
                 for raw in stream:
@@ -384,7 +412,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             def on_progress(p: Progress) -> None:
                 nonlocal last
                 last = p
-                bar.update(task, status=_status(p.documents, p.bad_lines))
+                bar.update(
+                    task, status=_status(p.documents, p.bad_lines), rate=_rate(p.documents, bar)
+                )
 
             def on_bad_line(bad: BadLine) -> None:
                 print(f"{name}:{bad.line_no}: {bad.reason}", file=sys.stderr)
@@ -395,6 +425,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                 lines(),
                 batch_size=args.batch_size,
                 skip_existing=args.skip_existing,
+                into_empty=args.into_empty,
+                max_in_flight=args.max_in_flight,
                 start_line=args.resume_from,
                 progress=on_progress,
                 on_bad_line=on_bad_line,
@@ -443,12 +475,17 @@ def cmd_copy(args: argparse.Namespace) -> int:
             get_database_service(target_settings) as target,
             bar,
         ):
-            task = bar.add_task(f"copy {args.collection}", total=None, status="")
+            task = bar.add_task(f"copy {args.collection}", total=None, status="", rate=None)
 
             def on_progress(p: Progress) -> None:
                 nonlocal copied
                 copied = p.documents
-                bar.update(task, completed=p.documents, status=_status(p.documents))
+                bar.update(
+                    task,
+                    completed=p.documents,
+                    status=_status(p.documents),
+                    rate=_rate(p.documents, bar),
+                )
 
             summary = copy_collection(
                 source,
@@ -457,6 +494,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
                 target_db_name=args.to_collection,
                 batch_size=args.batch_size,
                 skip_existing=args.skip_existing,
+                max_in_flight=args.max_in_flight,
+                segments=args.segments,
                 progress=on_progress,
             )
             if summary.documents == 0 and summary.skipped_existing == 0:
@@ -626,7 +665,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     import_.add_argument("--batch-size", type=int, default=25, help="documents per save_many")
     import_.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=8,
+        metavar="N",
+        help="batches saved at once while the next lines are read (default 8)",
+    )
+    import_.add_argument(
         "--skip-existing", action="store_true", help="leave documents already stored as they are"
+    )
+    import_.add_argument(
+        "--into-empty",
+        action="store_true",
+        help="the collection must be empty (checked first): skip reading stored revisions",
     )
     import_.add_argument("--quiet", action="store_true", help="no progress bar")
     copy = add(
@@ -642,7 +693,21 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--to-region", help="the target's AWS region")
     copy.add_argument("--to-table-prefix", metavar="PREFIX", help="the target's table prefix")
     copy.add_argument("--to-collection", metavar="NAME", help="the target collection's name")
-    copy.add_argument("--batch-size", type=int, default=25, help="documents per page and batch")
+    copy.add_argument("--batch-size", type=int, default=25, help="documents per save_many")
+    copy.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=8,
+        metavar="N",
+        help="batches saved at once while the source is read (default 8)",
+    )
+    copy.add_argument(
+        "--segments",
+        type=int,
+        default=4,
+        metavar="N",
+        help="parallel scan segments the source is read with (default 4)",
+    )
     copy.add_argument(
         "--skip-existing", action="store_true", help="leave documents the target has as they are"
     )

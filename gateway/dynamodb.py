@@ -63,6 +63,8 @@ from gateway.tables import IndexSpec, TableInfo, TableManager
 
 T = TypeVar("T")
 
+#: DynamoDB's largest TotalSegments of a parallel scan.
+MAX_SCAN_SEGMENTS = 1_000_000
 #: How many times an unconditional save re-reads the stored revision when writers race on
 #: one document; every lost race means another writer won, so this bounds pathological cases.
 MAX_CONTENDED_SAVE_ATTEMPTS = 64
@@ -410,6 +412,24 @@ class DynamoDBService:
             )
         return self._scan_pages(db_name, page_size=page_size)
 
+    def iter_segment_pages(
+        self, db_name: str, segment: int, total_segments: int, page_size: int = 100
+    ) -> Iterator[list[Document]]:
+        """The pages of one segment of a parallel scan (``Segment`` / ``TotalSegments``):
+        the ``total_segments`` segments, read at once from as many threads, hold every
+        document exactly once (`gateway.migrate.copy_collection` reads them so)."""
+        self._table_name(db_name)
+        if not 1 <= total_segments <= MAX_SCAN_SEGMENTS or not 0 <= segment < total_segments:
+            raise ValidationError(
+                f"segment {segment!r} of {total_segments!r}: total_segments must be 1 to "
+                f"{MAX_SCAN_SEGMENTS} and segment 0 to total_segments - 1"
+            )
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValidationError(
+                f"page_size must be a positive integer, got {page_size!r}: pass e.g. 100."
+            )
+        return self._scan_pages(db_name, page_size=page_size, segment=(segment, total_segments))
+
     def get_many(self, db_name: str, doc_ids: Iterable[str]) -> dict[str, Document | None]:
         """Every asked id -> its document or None, read with BatchGetItem."""
         table = self._table_name(db_name)
@@ -430,7 +450,13 @@ class DynamoDBService:
             found[doc_id] = None if raw is None else decode_item(raw, self.native_numbers)
         return found
 
-    def save_many(self, db_name: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    def save_many(
+        self,
+        db_name: str,
+        docs: Mapping[str, Mapping[str, Any]],
+        *,
+        assume_new: bool = False,
+    ) -> dict[str, str]:
         """Save every document (id -> doc) with BatchWriteItem; returns id -> new revision.
 
         Everything is validated before anything is written. BatchWriteItem takes no
@@ -453,12 +479,21 @@ class DynamoDBService:
         computed from the older read may be lower than the one it replaced, so the document's
         generation can step back. Use ``save`` (one conditional PutItem each) for documents
         that several processes write concurrently.
+
+        ``assume_new``: the caller knows that no stored document has these ids (an import
+        into a table it checked was empty, `gateway.migrate`): the revision read is skipped
+        and each generation comes from the clock, as for a first save. Wrong, it can only
+        make a stored document's generation step back, as the cross-process limit above.
         """
-        items = self.save_many_with_items(db_name, docs)
+        items = self.save_many_with_items(db_name, docs, assume_new=assume_new)
         return {doc_id: item[_REV] for doc_id, item in items.items()}
 
     def save_many_with_items(
-        self, db_name: str, docs: Mapping[str, Mapping[str, Any]]
+        self,
+        db_name: str,
+        docs: Mapping[str, Mapping[str, Any]],
+        *,
+        assume_new: bool = False,
     ) -> dict[str, dict[str, Any]]:
         """Like ``save_many``, returning id -> the item as written."""
         table = self._table_name(db_name)
@@ -496,7 +531,13 @@ class DynamoDBService:
         # The locks are held by this thread for the whole call: every id's read and write
         # happen inside them, whichever pool thread sends the request.
         with self.write_locks.hold([(table, doc_id) for doc_id in items]):
-            self._bulk.pipeline([read(chunk) for chunk in chunks], plan)
+            if assume_new:
+                for item in items.values():
+                    item[_REV] = self._revisions.make(self._revisions.next_generation(None))
+                puts = [{"PutRequest": {"Item": item}} for item in items.values()]
+                self._bulk.run(self._write_tasks(table, puts))
+            else:
+                self._bulk.pipeline([read(chunk) for chunk in chunks], plan)
         return items
 
     def delete_many(self, db_name: str, doc_ids: Iterable[str]) -> None:
@@ -959,13 +1000,20 @@ class DynamoDBService:
         rev = None if item is None else item.get(_REV)
         return None if rev is None else str(rev)
 
-    def _scan_pages(self, db_name: str, page_size: int | None) -> Iterator[list[Document]]:
+    def _scan_pages(
+        self,
+        db_name: str,
+        page_size: int | None,
+        segment: tuple[int, int] | None = None,
+    ) -> Iterator[list[Document]]:
         table = self._table_name(db_name)
         if self._find(table) is None:
             return
         params: dict[str, Any] = {"ConsistentRead": self.consistent_read}
         if page_size is not None:
             params["Limit"] = page_size
+        if segment is not None:
+            params["Segment"], params["TotalSegments"] = segment
         while True:
             try:
                 response = self._call(

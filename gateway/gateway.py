@@ -414,14 +414,21 @@ class CachingGateway:
         finally:
             self._delete_latency.record(perf_counter_ns() - start)
 
-    def save_many(self, db_name: str, docs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-        """Save through with BatchWriteItem, then put every saved document in the cache."""
+    def save_many(
+        self,
+        db_name: str,
+        docs: Mapping[str, Mapping[str, Any]],
+        *,
+        assume_new: bool = False,
+    ) -> dict[str, str]:
+        """Save through with BatchWriteItem, then put every saved document in the cache
+        (``assume_new``: see `DynamoDBService.save_many`)."""
         start = perf_counter_ns()
         try:
             policy, table = self._collections.get(db_name) or self._collection(db_name)
             prepared = self._service.validate_save_many(db_name, docs)
             if not policy.enabled:
-                return self._service.save_many(db_name, docs)
+                return self._service.save_many(db_name, docs, assume_new=assume_new)
             keys = {doc_id: self._key(db_name, doc_id) for doc_id in prepared}
 
             def written(items: dict[str, dict[str, Any]]) -> dict[str, Entry]:
@@ -434,7 +441,9 @@ class CachingGateway:
                 policy,
                 keys,
                 batch_keys(table),
-                lambda: self._service.save_many_with_items(db_name, docs),
+                lambda: self._service.save_many_with_items(
+                    db_name, docs, assume_new=assume_new
+                ),
                 written,
             )
             return {doc_id: item["_rev"] for doc_id, item in items.items()}

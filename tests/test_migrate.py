@@ -36,6 +36,7 @@ from gateway.migrate import (
     parse_line,
     plural,
 )
+from gateway.revisions import parse_generation
 
 COLLECTION = "people"
 
@@ -423,6 +424,65 @@ def test_committed_line_counts_bad_and_blank_lines_only_when_nothing_is_pending(
     assert done.last_line_committed == 3
 
 
+def test_lines_of_one_id_apply_in_file_order_with_batches_in_flight(
+    target: DynamoDBService,
+) -> None:
+    """Batches of one line, eight in flight: a batch that shares an id with a running one
+    waits for it (`gateway.write_window`), so the last line of each id wins."""
+    lines = [json.dumps({"_id": f"id{i % 3}", "line": i}) for i in range(1, 61)]
+    summary = import_lines(target, COLLECTION, lines, batch_size=1, max_in_flight=8)
+    assert summary.saved == 60 and summary.last_line_committed == 60
+    assert {doc["_id"]: doc["line"] for doc in target.list_all(COLLECTION)} == {
+        "id0": 60,
+        "id1": 58,
+        "id2": 59,
+    }
+
+
+def test_a_failure_with_batches_in_flight_commits_the_prefix_and_resumes_exactly(
+    target: DynamoDBService,
+) -> None:
+    lines = numbered_lines(40)
+    failing = FailingSaves(target, fail_at=6)
+    with pytest.raises(MigrationInterrupted) as caught:
+        import_lines(failing, COLLECTION, lines, batch_size=3, max_in_flight=4)  # type: ignore[arg-type]
+    summary = caught.value.summary
+    assert isinstance(summary, ImportSummary)
+    assert summary.last_line_committed == 15  # the five batches before the first failure
+    stored = set(contents(target))
+    assert {f"n{i:02d}" for i in range(1, 16)} <= stored
+    resumed = import_lines(target, COLLECTION, lines, batch_size=3, start_line=16)
+    assert resumed.saved == 25 and resumed.last_line_committed == 40
+    assert sorted(contents(target)) == [f"n{i:02d}" for i in range(1, 41)]
+
+
+def test_max_in_flight_is_checked(target: DynamoDBService) -> None:
+    for bad in (0, 65, True, "8"):
+        with pytest.raises(ValidationError, match="max_in_flight"):
+            import_lines(target, COLLECTION, [], max_in_flight=bad)  # type: ignore[arg-type]
+
+
+def test_into_empty_skips_the_revision_reads(target: DynamoDBService) -> None:
+    summary = import_lines(target, COLLECTION, numbered_lines(60), into_empty=True)
+    assert summary.saved == 60
+    calls = target.stats()["db_calls"]
+    assert "BatchGetItem" not in calls and calls["BatchWriteItem"] >= 3
+    doc = target.get(COLLECTION, "n01")
+    assert doc is not None and parse_generation(doc["_rev"]) is not None
+    # moto reports one unit per BatchWriteItem request; DynamoDB, one per item (<= 1 KB).
+    assert summary.capacity is not None and summary.capacity.write_units > 0
+    assert "write and" in summary.describe() and "documents/s" in summary.describe()
+
+
+def test_into_empty_refuses_a_collection_that_is_not_empty(target: DynamoDBService) -> None:
+    target.save(COLLECTION, "there", {"v": 1})
+    with pytest.raises(ValidationError, match="not empty"):
+        import_lines(target, COLLECTION, numbered_lines(3), into_empty=True)
+    assert sorted(contents(target)) == ["there"]
+    with pytest.raises(ValidationError, match="exclude each other"):
+        import_lines(target, COLLECTION, [], into_empty=True, skip_existing=True)
+
+
 def test_skip_existing_leaves_stored_documents_alone(target: DynamoDBService) -> None:
     rev = target.save(COLLECTION, "n01", {"kept": True})["rev"]
     summary = import_lines(target, COLLECTION, numbered_lines(3), skip_existing=True)
@@ -447,6 +507,21 @@ def test_copy_between_two_table_prefixes(source: DynamoDBService, target: Dynamo
 
     skipped = copy_collection(source, target, COLLECTION, skip_existing=True)
     assert skipped.documents == 0 and skipped.skipped_existing == len(sample_documents())
+
+
+@pytest.mark.parametrize("segments", [1, 3])
+def test_copy_reads_scan_segments_and_writes_each_document_once(
+    source: DynamoDBService, target: DynamoDBService, segments: int
+) -> None:
+    summary = copy_collection(
+        source, target, COLLECTION, batch_size=7, segments=segments, max_in_flight=3
+    )
+    assert summary.documents == len(sample_documents())
+    assert contents(target) == contents(source)
+    assert source.stats()["db_calls"]["Scan"] >= segments
+    assert summary.capacity is not None and summary.capacity.write_units > 0
+    with pytest.raises(ValidationError, match="segments"):
+        copy_collection(source, target, COLLECTION, segments=0)
 
 
 def test_copy_to_the_same_table_is_refused(source: DynamoDBService, service_for: Any) -> None:
@@ -576,6 +651,22 @@ def test_cli_import_resume_from(cli: Any, target: DynamoDBService, tmp_path: Pat
     assert sorted(contents(target)) == ["n08", "n09", "n10"]
 
 
+def test_cli_import_into_empty_with_batches_in_flight(
+    cli: Any, target: DynamoDBService, tmp_path: Path
+) -> None:
+    path = tmp_path / "n.jsonl"
+    path.write_text("\n".join(numbered_lines(30)) + "\n", encoding="utf-8")
+    args = ["import", COLLECTION, str(path), "--into-empty", "--max-in-flight", "3"]
+    code, _, err = cli(target.table_prefix, *args, "--batch-size", "4")
+    assert code == 0, err
+    assert "imported 30 documents" in err and "documents/s" in err and "units consumed" in err
+    assert len(contents(target)) == 30
+    code, _, err = cli(target.table_prefix, *args)
+    assert code == 2 and "not empty" in err
+    code, _, err = cli(target.table_prefix, "import", COLLECTION, str(path), "--max-in-flight", "0")
+    assert code == 2 and "max_in_flight" in err
+
+
 def test_cli_import_interrupted_says_how_to_resume(
     cli: Any, target: DynamoDBService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -623,7 +714,21 @@ def test_cli_copy_to_another_prefix_and_collection(
     )
     assert code == 0, err
     assert f"copied {len(sample_documents())} documents" in err
+    assert "documents/s" in err and "units consumed" in err
     assert contents(target, "people2") == contents(source)
+    code, _, err = cli(
+        source.table_prefix,
+        "copy",
+        COLLECTION,
+        "--to-table-prefix",
+        target.table_prefix,
+        "--segments",
+        "2",
+        "--max-in-flight",
+        "2",
+    )
+    assert code == 0, err
+    assert contents(target) == contents(source)
 
 
 def test_cli_copy_to_another_config_file(
