@@ -92,6 +92,8 @@ class _Shard:
     pending_sequence: str | None = None
     #: The last sequence applied but not yet checkpointed (a collection drop is owed first).
     unsaved: str | None = None
+    #: The last sequence applied here (saved or not): where an expired iterator resumes.
+    applied: str | None = None
     finished: bool = False
 
 
@@ -162,6 +164,7 @@ class StreamFollower:
             table = self._service.table_name(db_name)
             collection = _Collection(db_name, table)
             self._find_stream(collection, raise_errors=True)
+            collection.described_at = float("-inf")  # list its shards on the first pass
             try:
                 self._coordinator.add_collection(db_name)
             except Exception as exc:  # the shared list only helps other instances find it
@@ -240,9 +243,11 @@ class StreamFollower:
         for shard in list(collection.shards.values()):
             if shard.finished or not self._parent_done(collection, shard):
                 continue
-            if not self._hold(collection, shard):
-                continue
-            busy |= self._step(collection, shard)
+            try:  # one shard's trouble (throttling, a coordinator error) spares the others
+                if self._hold(collection, shard):
+                    busy |= self._step(collection, shard)
+            except Exception as exc:
+                self._log.warning("streams: %s/%s: %s", collection.table, shard.shard_id, exc)
         return busy
 
     # -- streams and shards -------------------------------------------------------------------
@@ -343,6 +348,10 @@ class StreamFollower:
                 break
         for shard_id, shard in found.items():
             collection.shards.setdefault(shard_id, shard)
+        # Shards trimmed from the stream (24 hours after they closed) that were read to their
+        # end: forgotten (their children no longer wait for them either way).
+        for shard_id in [i for i, s in collection.shards.items() if i not in found and s.finished]:
+            del collection.shards[shard_id]
 
     def _describe_stream(self, table: str, streams: Any, params: dict[str, Any]) -> Any:
         answer = self._service.control_call(
@@ -400,6 +409,7 @@ class StreamFollower:
         shard.pending = []
         shard.pending_sequence = None
         shard.unsaved = None
+        shard.applied = None
 
     # -- positions and records ----------------------------------------------------------------
 
@@ -419,6 +429,7 @@ class StreamFollower:
                     collection, shard, "AFTER_SEQUENCE_NUMBER", checkpoint
                 )
                 shard.positioned = True
+                shard.applied = checkpoint
                 return
             except GatewayError as exc:
                 if exc.code != "TrimmedDataAccessException":
@@ -433,6 +444,7 @@ class StreamFollower:
             # Every record of a split's child is new: read it from its start.
             shard.iterator = self._iterator(collection, shard, "TRIM_HORIZON")
             shard.positioned = True
+            shard.applied = None
             return
         self._start_latest(collection, shard)
 
@@ -445,8 +457,10 @@ class StreamFollower:
         assert stream is not None
         shard.iterator = self._iterator(collection, shard, "LATEST")
         shard.positioned = True
+        shard.applied = None
+        # The drop must come a fill deadline after the *latest* position taken at LATEST.
         due = self._clock() + self._fill_deadline_s
-        collection.drop_due = due if collection.drop_due is None else collection.drop_due
+        collection.drop_due = due if collection.drop_due is None else max(collection.drop_due, due)
         self._coordinator.save_checkpoint(stream, shard.shard_id, LATEST)
 
     def _iterator(
@@ -486,10 +500,17 @@ class StreamFollower:
             )
         except GatewayError as exc:
             if exc.code == "ExpiredIteratorException":
-                # Positioned again from the checkpoint once the lease is taken again.
-                shard.iterator = None
-                shard.positioned = False
-                self._release(collection, shard)
+                # Iterators live 15 minutes: take a new one after the last record applied
+                # (saved or not: a drop may be pending), else from the checkpoint.
+                after = shard.applied
+                if after is None:
+                    shard.iterator = None
+                    shard.positioned = False
+                    self._position(collection, shard)
+                else:
+                    shard.iterator = self._iterator(
+                        collection, shard, "AFTER_SEQUENCE_NUMBER", after
+                    )
                 return False
             if exc.code == "TrimmedDataAccessException":
                 self._start_latest(collection, shard)
@@ -507,6 +528,7 @@ class StreamFollower:
             shard.pending_sequence = str(records[-1]["dynamodb"]["SequenceNumber"])
             if not changes:  # only records of items that are not gateway documents
                 shard.pending = []
+                shard.applied = shard.pending_sequence
                 self._checkpoint(collection, shard, shard.pending_sequence)
                 return True
             self._apply_pending(collection, shard)
@@ -534,6 +556,7 @@ class StreamFollower:
         sequence = shard.pending_sequence
         shard.pending_sequence = None
         if sequence is not None:
+            shard.applied = sequence
             self._checkpoint(collection, shard, sequence)
         return True
 
@@ -570,6 +593,8 @@ class StreamFollower:
 
     def _release(self, collection: _Collection, shard: _Shard) -> None:
         shard.held = False
+        shard.unsaved = None  # the next holder starts from the saved checkpoint
+        shard.applied = None
         try:
             assert collection.stream is not None
             self._coordinator.release(collection.stream, shard.shard_id)
