@@ -677,7 +677,8 @@ class DynamoDBService:
             return
         self._closed = True
         self._bulk.close()
-        for client in {id(c): c for c in (self._client, self._resource_client())}.values():
+        clients = (self._client, self._resource_client(), self._streams_client)
+        for client in {id(c): c for c in clients if c is not None}.values():
             close = getattr(client, "close", None)
             if callable(close):
                 close()

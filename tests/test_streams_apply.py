@@ -80,45 +80,50 @@ def rev(generation: int) -> str:
 
 # ------------------------------------------------------------------ the rule, as a table
 
+R4, R5, R6 = rev(4), rev(5), rev(6)
 
-def _doc(generation: int, rev_text: str | None = None) -> Entry:
-    text = rev_text or rev(generation)
-    return Entry(Kind.DOCUMENT, generation, text, {"_id": "a", "_rev": text}, 1.0)
+
+def _doc(rev_text: str | None) -> Entry:
+    generation = parse_generation(rev_text) or 0
+    return Entry(Kind.DOCUMENT, generation, rev_text, {"_id": "a", "_rev": rev_text}, 1.0)
 
 
 TOMBSTONE = Entry(Kind.ABSENT, 0, None, None, 1.0)
 
 
+def _image(rev_text: str | None, v: int) -> dict[str, Any]:
+    return {"v": v, **({"_rev": rev_text} if rev_text else {})}
+
+
 @pytest.mark.parametrize(
-    ("event", "new_gen", "old_gen", "cached", "expected"),
+    ("event", "new_rev", "old_rev", "cached", "expected"),
     [
-        ("MODIFY", 5, 4, _doc(4), Decision.STORE),
-        ("MODIFY", 5, 4, _doc(6), Decision.KEEP),
-        ("MODIFY", 5, 4, MISS, Decision.DROP),  # an empty slot would accept an old copy
-        ("MODIFY", 5, 4, TOMBSTONE, Decision.DROP),  # the delete may be newer
-        ("MODIFY", None, 4, _doc(4), Decision.DROP),  # no revision: order unknown
-        ("MODIFY", 5, None, _doc(0, "x"), Decision.DROP),  # cached copy without revision
-        ("INSERT", 5, None, MISS, Decision.DROP),
-        ("REMOVE", None, 5, _doc(5), Decision.STORE),
-        ("REMOVE", None, 5, _doc(4), Decision.STORE),
-        ("REMOVE", None, 5, _doc(6), Decision.KEEP),  # a later save
-        ("REMOVE", None, 5, TOMBSTONE, Decision.KEEP),
-        ("REMOVE", None, None, _doc(5), Decision.DROP),  # removed item had no revision
-        ("REMOVE", None, 5, MISS, Decision.DROP),
+        ("MODIFY", R5, R4, _doc(R4), Decision.STORE),  # from exactly the cached copy
+        ("MODIFY", R5, R4, _doc(R5), Decision.KEEP),  # the cached copy is this change
+        ("MODIFY", R5, R4, _doc(R6), Decision.DROP),  # neither image: DynamoDB knows best
+        ("MODIFY", R4, R6, _doc(R6), Decision.STORE),  # a generation that stepped back
+        ("MODIFY", R5, R4, MISS, Decision.DROP),  # an empty slot would accept an old copy
+        ("MODIFY", R5, R4, TOMBSTONE, Decision.DROP),  # the delete may be newer
+        ("MODIFY", None, R4, _doc(R4), Decision.DROP),  # no revision: order unknown
+        ("MODIFY", R4, R4, _doc(R4), Decision.DROP),  # revision kept by an outside update
+        ("MODIFY", R5, None, _doc(None), Decision.DROP),  # cached copy without revision
+        ("INSERT", R5, None, MISS, Decision.DROP),
+        ("INSERT", R5, None, _doc(R5), Decision.KEEP),
+        ("REMOVE", None, R5, _doc(R5), Decision.STORE),
+        ("REMOVE", None, R5, _doc(R4), Decision.DROP),  # removed something else
+        ("REMOVE", None, R5, _doc(R6), Decision.DROP),  # a later save (or an earlier one)
+        ("REMOVE", None, R5, TOMBSTONE, Decision.KEEP),
+        ("REMOVE", None, None, _doc(R5), Decision.DROP),  # removed item had no revision
+        ("REMOVE", None, None, TOMBSTONE, Decision.KEEP),
+        ("REMOVE", None, R5, MISS, Decision.DROP),
     ],
 )
 def test_decide(
-    event: str, new_gen: int | None, old_gen: int | None, cached: Any, expected: Decision
+    event: str, new_rev: str | None, old_rev: str | None, cached: Any, expected: Decision
 ) -> None:
-    new = None if event == "REMOVE" else {"v": 1, **({"_rev": rev(new_gen)} if new_gen else {})}
-    old = None if event == "INSERT" else {"v": 0, **({"_rev": rev(old_gen)} if old_gen else {})}
+    new = None if event == "REMOVE" else _image(new_rev, 1)
+    old = None if event == "INSERT" else _image(old_rev, 0)
     assert decide(change("t", event, "a", new, old), cached) is expected
-
-
-def test_same_generation_other_revision_drops() -> None:
-    cached = _doc(5)
-    other = change("t", "MODIFY", "a", {"_rev": rev(5)}, None)
-    assert decide(other, cached) is Decision.DROP
 
 
 def test_table_of_stream_arn() -> None:
@@ -153,7 +158,7 @@ def test_the_record_of_an_own_write_keeps_the_cached_copy(
 
 
 @pytest.mark.parametrize("backend", ALL)
-def test_a_newer_generation_replaces_the_cached_copy(
+def test_a_change_from_the_cached_copy_replaces_it(
     backend: str,
     request: pytest.FixtureRequest,
     table_prefix: str,
@@ -169,7 +174,8 @@ def test_a_newer_generation_replaces_the_cached_copy(
             Item={k: _serializer.serialize(v) for k, v in {**item, "_id": "a"}.items()},
         )
         before = misses(gw)
-        assert applier.apply("users", [change(table, "MODIFY", "a", item, {"v": 1})])
+        moved = change(table, "MODIFY", "a", item, {"v": 1, "_rev": saved["rev"]})
+        assert applier.apply("users", [moved])
         got = gw.get("users", "a")
         assert got is not None and got["v"] == 2 and got["_rev"] == newer
         assert misses(gw) == before  # refreshed in place
@@ -188,6 +194,31 @@ def test_an_item_without_revision_replaces_what_is_cached(
         direct(dynamodb_client).put_item(TableName=table, Item={"_id": {"S": "a"}, "v": {"N": "7"}})
         assert applier.apply("users", [change(table, "MODIFY", "a", {"v": 7}, {"v": 1})])
         assert gw.get("users", "a") == {"_id": "a", "v": 7}
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_an_outside_update_that_keeps_the_revision_is_seen(
+    backend: str,
+    request: pytest.FixtureRequest,
+    table_prefix: str,
+    dynamodb_client: Callable[..., Any],
+) -> None:
+    """A console edit or an UpdateItem that leaves ``_rev`` as it was: the revision proves
+    nothing, so the cached copy is dropped rather than kept."""
+    with one(backend, request, table_prefix) as (gw, applier, table):
+        saved = gw.save("users", "a", {"balance": 10})
+        assert gw.get("users", "a") is not None
+        direct(dynamodb_client).update_item(
+            TableName=table,
+            Key={"_id": {"S": "a"}},
+            UpdateExpression="SET balance = :z",
+            ExpressionAttributeValues={":z": {"N": "0"}},
+        )
+        same = {"balance": 0, "_rev": saved["rev"]}
+        assert applier.apply(
+            "users", [change(table, "MODIFY", "a", same, {"balance": 10, "_rev": saved["rev"]})]
+        )
+        assert (gw.get("users", "a") or {}).get("balance") == 0
 
 
 @pytest.mark.parametrize("backend", ALL)

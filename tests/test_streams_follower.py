@@ -33,7 +33,13 @@ from redis import Redis
 from gateway.dynamodb import DynamoDBService
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.errors import AccessDeniedError, GatewayError, ThrottledError
-from gateway.streams.coordination import LATEST, SHARD_END, LocalCoordinator, RedisCoordinator
+from gateway.streams.coordination import (
+    KEY_MARK,
+    LATEST,
+    SHARD_END,
+    LocalCoordinator,
+    RedisCoordinator,
+)
 from gateway.streams.follower import DESCRIBE_INTERVAL_S, VIEW_TYPE, StreamFollower
 from gateway.streams.records import Change
 from tests.gateway_helpers import make_service
@@ -510,14 +516,14 @@ def test_redis_the_other_follower_takes_over_when_the_holder_stops_renewing(
         save(emulated, "users", "b")
         # A stops renewing: its lease runs out in Redis (what PX does after LEASE_S).
         redis = Redis.from_url(redis_url)
-        leases = list(redis.scan_iter(match=f"{key_prefix}streams|lease|*"))
+        leases = list(redis.scan_iter(match=f"{key_prefix}{KEY_MARK}lease|*"))
         assert len(leases) == 1
-        assert redis.get(leases[0]) == b"A"
+        assert redis.hget(leases[0], "owner") == b"A"
         redis.delete(*leases)
 
         b.run_once()
         assert held(b) == 1
-        assert redis.get(leases[0]) == b"B"
+        assert redis.hget(leases[0], "owner") == b"B"
         assert sink_b.applied() == ["b"]
 
         clock_a.advance(LEASE_S)  # A's next pass: its renewal is refused, it stops
@@ -545,7 +551,7 @@ def test_redis_a_holder_that_missed_its_expiry_cannot_move_the_checkpoint(
     observer = redis_coordinator(redis_url, "observer", key_prefix)
     try:
         redis = Redis.from_url(redis_url)
-        redis.delete(*redis.scan_iter(match=f"{key_prefix}streams|lease|*"))  # A's ran out
+        redis.delete(*redis.scan_iter(match=f"{key_prefix}{KEY_MARK}lease|*"))  # A's ran out
         redis.close()
         save(emulated, "users", "b")
         b.run_once()

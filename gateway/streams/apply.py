@@ -2,27 +2,31 @@
 
 A stream record arrives late (seconds), possibly twice (a follower that died before its
 checkpoint, a takeover), and possibly after the gateway itself wrote a newer version of the
-document. So a change never simply overwrites what is cached. Per document, with the last
-change of the batch (the earlier ones only matter for the query epochs):
+document. So a change never simply overwrites what is cached. It is compared with the cached
+copy by *revision*, never by generation: generations order the gateway's own conditional
+saves, but not writes whose generation can step back (``save_many`` from two processes, a
+document re-created on a machine whose clock is behind), nor writes from programs that keep,
+copy or restore a ``_rev``. Per document, with the last change of the batch (the earlier ones
+only matter for the query epochs):
 
-* an insert or modify whose new image carries a revision of generation ``g``: a cached copy
-  of generation ``g`` or more (with the same revision at ``g``) is as new or newer, and stays;
-  a cached copy of a lower, non-zero generation is *replaced* by the new image, as an
-  ordered write (`gateway.caches.base`: it loses to any higher generation stored meanwhile,
-  and to anything unordered);
-* a remove whose old image had generation ``g``: a cached tombstone stays, a cached copy of a
-  higher generation stays, a cached copy of generation ``g`` or less becomes a tombstone (an
-  unordered write: it stores only if nothing else happened meanwhile);
+* the cached copy *is* the change's new image (same ``_rev``): it stays (the gateway's own
+  writes come back this way, and cost nothing);
+* the cached copy is the change's *old* image (same ``_rev``) and the new image carries another
+  revision: the cached copy is *replaced* by the new image (a remove: by a tombstone), as a
+  write through the cache rules (`gateway.caches.base`), which lose to anything that happens
+  to the key meanwhile;
+* a cached tombstone under a remove stays;
 * anything else is *dropped* (the record becomes a floor; the next read loads DynamoDB's
-  item): an item without a revision of ours (written by a program that knows nothing of
-  them: its order against what is cached cannot be told), a cached copy without one, a
-  tombstone under an insert (the delete may be newer), a key nothing is cached under (an
-  empty slot would accept an old copy), a stream without the image needed.
+  item): a key with no cached copy (an empty slot would accept an old copy), a change that
+  leaves the revision as it was or has none (a program that knows nothing of revisions: its
+  order against the cached copy cannot be told), a cached copy that is neither image (the
+  change is older or newer than it: either way DynamoDB knows best), a stream without the
+  image needed.
 
-The document rule never invents order: it only stores where generations prove the change is
-newer than the cached copy, and drops otherwise. Every change also drops the query epochs its
-images touch (`gateway.query_cache`): the scan's, and the values the document joined and left
-(every index answer when the old image is unknown), as the gateway's own writes do.
+Only a proof of identity stores or keeps; doubt drops. Every change also drops the query
+epochs its images touch (`gateway.query_cache`): the scan's, and the values the document
+joined and left (every index answer when the old image is unknown), as the gateway's own
+writes do.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any, Protocol
 from gateway.caches.base import MISS, End, Entry, Kind, Miss
 from gateway.caches.errors import CacheError
 from gateway.query_cache import batch_keys, left_keys, queries_epoch_key, save_keys
+from gateway.revisions import parse_generation
 from gateway.streams.records import Change
 
 
@@ -48,22 +53,23 @@ def decide(change: Change, cached: Entry | Miss) -> Decision:
     """What `change` does to the cached entry of its document (see the module docstring)."""
     if cached is MISS or cached.kind is Kind.FLOOR:
         return Decision.DROP
+    old_rev = _rev_of(change.old_item)
     if change.removed:
         if cached.kind is Kind.ABSENT:
             return Decision.KEEP
-        old = change.old_generation
-        if old is None or cached.generation <= 0:
-            return Decision.DROP
-        return Decision.KEEP if cached.generation > old else Decision.STORE
-    new = change.new_generation
-    if new is None or cached.kind is not Kind.DOCUMENT or cached.generation <= 0:
+        return Decision.STORE if old_rev is not None and cached.rev == old_rev else Decision.DROP
+    new_rev = _rev_of(change.new_item)
+    if new_rev is None or new_rev == old_rev or cached.kind is not Kind.DOCUMENT:
         return Decision.DROP
-    if cached.generation > new:
+    if cached.rev == new_rev:
         return Decision.KEEP
-    if cached.generation == new:
-        assert change.new_item is not None  # a generation was read from it
-        return Decision.KEEP if cached.rev == change.new_item.get("_rev") else Decision.DROP
-    return Decision.STORE
+    return Decision.STORE if old_rev is not None and cached.rev == old_rev else Decision.DROP
+
+
+def _rev_of(item: Mapping[str, Any] | None) -> str | None:
+    """The item's ``_rev`` if it is one of ours (a generation and 32 hex digits)."""
+    rev = None if item is None else item.get("_rev")
+    return rev if parse_generation(rev) is not None else None
 
 
 class CacheParts(Protocol):
@@ -136,11 +142,7 @@ class ChangeApplier:
         parts.stream_forget_loads(changed)
         if not guard.invalidate_until([*drops, *epochs], self._clock()):
             return False
-        for removed in (False, True):
-            batch = {d: c for d, c in stores.items() if c.removed is removed}
-            if batch and not self._store(policy, batch, keys, ordered=not removed):
-                return False
-        return True
+        return not stores or self._store(policy, stores, keys)
 
     def distrust(self, db_name: str) -> bool:
         """Drop every cached entry and answer of the collection; False when the cache did not
@@ -151,21 +153,16 @@ class ChangeApplier:
             return False
         return True
 
-    def _store(
-        self,
-        policy: Any,
-        changes: Mapping[str, Change],
-        keys: Mapping[str, str],
-        *,
-        ordered: bool,
-    ) -> bool:
-        """Store the changes' entries as one write: register an intent, check that the
-        decision still holds under it, end it with the entry (or None: a drop)."""
+    def _store(self, policy: Any, changes: Mapping[str, Change], keys: Mapping[str, str]) -> bool:
+        """Store the changes' entries as one unordered write (generations prove nothing
+        here): register an intent, check that the cached copy is still the old image under
+        it, end it with the new entry, stored only if nothing else happened to the key since
+        (else, or with None, the key drops)."""
         parts = self._parts
         guard = parts.stream_guard()
         key_list = [keys[doc_id] for doc_id in changes]
         intent = os.urandom(8).hex()
-        tokens = guard.begin_write(key_list, intent, self._intent_ttl_s, ordered)
+        tokens = guard.begin_write(key_list, intent, self._intent_ttl_s, False)
         if tokens is None:
             return False
         until = self._clock() + self._intent_ttl_s
@@ -176,10 +173,7 @@ class ChangeApplier:
         ):
             entry: Entry | None = None
             ttl = 0.0
-            decision = Decision.DROP if cached is None else decide(change, cached[i])
-            # An ordered end keeps a newer copy that landed meanwhile; an unordered one cannot
-            # tell, so it ends as a drop (rare, and safe).
-            if decision is Decision.STORE or (ordered and decision is Decision.KEEP):
+            if cached is not None and decide(change, cached[i]) is Decision.STORE:
                 entry = parts.stream_entry(change)
                 ttl = parts.stream_ttl(entry, policy)
             ends.append(End(key, intent, token, entry, ttl))

@@ -19,25 +19,39 @@ from typing import Any, Protocol
 SHARD_END = "SHARD_END"
 LATEST = "LATEST"
 
+# Leases are hashes ({owner}) with a TTL, not strings: the cache's scripts leave keys that are
+# not strings alone, so an operator's wipe of the namespace (`delete_prefix("")`) cannot turn
+# a lease into a cache floor.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
 _CHECKPOINT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
   return 1
 end
 return 0
 """
+#: After the key prefix: cache keys start with a table name, which cannot hold NUL, so no
+#: cache key (nor a collection's prefix, e.g. of a collection named "streams") matches these.
+KEY_MARK = "\x00streams|"
 
 
 class Coordinator(Protocol):
@@ -109,14 +123,16 @@ class LocalCoordinator:
 
 
 class RedisCoordinator:
-    """Leases (``SET NX PX``, renewed and released only by their owner) and checkpoints (a
-    hash per stream, written only by the lease's owner) in Redis, under ``key_prefix``."""
+    """Leases (a hash per shard with a TTL, taken if absent, renewed and released only by their
+    owner) and checkpoints (a hash per stream, written only by the lease's owner) in Redis,
+    under ``key_prefix`` + `KEY_MARK`."""
 
     def __init__(self, client: Any, *, owner: str, lease_s: float, key_prefix: str) -> None:
         self._client = client
         self._owner = owner
         self._lease_ms = max(1, int(lease_s * 1000))
-        self._prefix = key_prefix + "streams|"
+        self._prefix = key_prefix + KEY_MARK
+        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._checkpoint = client.register_script(_CHECKPOINT)
@@ -129,7 +145,7 @@ class RedisCoordinator:
 
     def acquire(self, stream: str, shard: str) -> bool:
         key = self._lease_key(stream, shard)
-        return bool(self._client.set(key, self._owner, nx=True, px=self._lease_ms))
+        return bool(self._acquire(keys=[key], args=[self._owner, self._lease_ms]))
 
     def renew(self, stream: str, shard: str) -> bool:
         key = self._lease_key(stream, shard)

@@ -203,7 +203,7 @@ class StreamFollower:
                 break
             try:
                 busy |= self._follow(collection)
-            except GatewayError as exc:
+            except Exception as exc:  # the next collections are still followed
                 self._log.warning("streams: following %r failed: %s", collection.table, exc)
         return busy
 
@@ -346,12 +346,14 @@ class StreamFollower:
             start = answer.get("LastEvaluatedShardId")
             if not start:
                 break
-        for shard_id, shard in found.items():
-            collection.shards.setdefault(shard_id, shard)
         # Shards trimmed from the stream (24 hours after they closed) that were read to their
-        # end: forgotten (their children no longer wait for them either way).
-        for shard_id in [i for i, s in collection.shards.items() if i not in found and s.finished]:
-            del collection.shards[shard_id]
+        # end are forgotten (their children no longer wait for them either way). One new dict,
+        # assigned at once: `stats` reads it from other threads.
+        known = collection.shards
+        shards = {i: s for i, s in known.items() if i in found or not s.finished}
+        for shard_id, shard in found.items():
+            shards.setdefault(shard_id, shard)
+        collection.shards = shards
 
     def _describe_stream(self, table: str, streams: Any, params: dict[str, Any]) -> Any:
         answer = self._service.control_call(
@@ -461,7 +463,8 @@ class StreamFollower:
         # The drop must come a fill deadline after the *latest* position taken at LATEST.
         due = self._clock() + self._fill_deadline_s
         collection.drop_due = due if collection.drop_due is None else max(collection.drop_due, due)
-        self._coordinator.save_checkpoint(stream, shard.shard_id, LATEST)
+        if not self._coordinator.save_checkpoint(stream, shard.shard_id, LATEST):
+            self._lose(collection, shard, "taken over")
 
     def _iterator(
         self, collection: _Collection, shard: _Shard, kind: str, sequence: str | None = None
