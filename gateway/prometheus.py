@@ -28,6 +28,9 @@ metric                                                      type      labels
 ``_samples`` (tiered)
 ``gateway_cache_breaker_state``                             gauge     ``state`` (1 for the
                                                                       current one)
+``gateway_stream_records_applied_total`` (streams)          counter   ``collection``
+``gateway_stream_lag_seconds`` (streams)                    gauge     ``collection``
+``gateway_stream_shards_held`` (streams)                    gauge     ``collection``
 ``gateway_dynamodb_calls_total``                            counter   ``operation``
 ``gateway_dynamodb_retries_total``, ``_throttles_total``,   counter
 ``_retry_budget_exhausted_total``, ``_gave_up_total``
@@ -47,8 +50,10 @@ metric                                                      type      labels
 ==========================================================  ========  ==========================
 
 Cache metrics appear only for a caching gateway (a bare `DynamoDBService` has no cache tier);
-``gateway_cache_items`` only for an in-process tier (``memory``, ``tiered``), and those marked
-(tiered) only for the tiered backend. The invalidation lag is over the tiered cache's last
+``gateway_cache_items`` only for an in-process tier (``memory``, ``tiered``), those marked
+(tiered) only for the tiered backend, and those marked (streams) only for a gateway that follows
+the DynamoDB streams (``STREAMS_INVALIDATION``; the stream lag has no sample for a collection
+until one of its records was applied). The invalidation lag is over the tiered cache's last
 invalidations received (a window, not since start), and has no sample before the first one.
 Quantiles are this process's (0.5, 0.9, 0.99; see `gateway.metrics` for their precision);
 ``_count`` and ``_sum`` can be aggregated across instances, quantiles cannot.
@@ -180,6 +185,8 @@ class PrometheusExporter:
                 yield core.CounterMetricFamily(name, documentation, value=stats.get(key, 0))
         if caching:
             yield from self._cache(stats)
+        if "streams" in stats:
+            yield from self._streams(stats["streams"] or {})
 
         calls = core.CounterMetricFamily(
             "gateway_dynamodb_calls",
@@ -255,6 +262,36 @@ class PrometheusExporter:
         for state in _BREAKER_STATES:
             breaker.add_metric([state], 1 if stats.get("breaker") == state else 0)
         yield breaker
+
+    def _streams(self, streams: Mapping[str, Any]) -> Iterator[Any]:
+        """The stream follower's progress per collection (``stats()["streams"]``, present
+        while the gateway follows the DynamoDB streams); no lag sample before a record of the
+        collection was applied."""
+        core = self._core
+        applied = core.CounterMetricFamily(
+            "gateway_stream_records_applied",
+            "DynamoDB stream records applied to the cache, per collection.",
+            labels=["collection"],
+        )
+        lag = core.GaugeMetricFamily(
+            "gateway_stream_lag_seconds",
+            "Seconds from DynamoDB writing the newest record applied to the cache having it, "
+            "per collection.",
+            labels=["collection"],
+        )
+        shards = core.GaugeMetricFamily(
+            "gateway_stream_shards_held",
+            "Stream shards this follower holds the lease of, per collection.",
+            labels=["collection"],
+        )
+        for name, collection in sorted((streams.get("collections") or {}).items()):
+            applied.add_metric([name], collection.get("records_applied", 0))
+            if collection.get("lag_s") is not None:
+                lag.add_metric([name], collection["lag_s"])
+            shards.add_metric([name], collection.get("shards_held", 0))
+        yield applied
+        yield lag
+        yield shards
 
     def _invalidation_lag(self, lag: Mapping[str, Any]) -> Iterator[Any]:
         """The tiered cache's invalidation lag (publish -> applied) over its recent window;

@@ -734,3 +734,75 @@ def test_prometheus_exports_refused_writes_and_the_open_breaker(
         (("state", "open"),): 1,
         (("state", "half_open"),): 0,
     }
+
+
+class _Snapshot:
+    """A stats source answering one fixed ``stats()`` snapshot (so that the metrics can be
+    compared with the very numbers they were made from, while a follower keeps working)."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        self._stats = stats
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats
+
+
+def test_prometheus_exports_the_stream_followers_progress(
+    moto_server: Any, table_prefix: str
+) -> None:
+    from gateway import Settings, get_database_service
+
+    settings = Settings(
+        DYNAMODB_ENDPOINT_URL=moto_server.endpoint_url,
+        DYNAMODB_TABLE_PREFIX=table_prefix,
+        CACHE_BACKEND="memory",
+        STREAMS_INVALIDATION=True,
+    )
+    with (
+        get_database_service(settings) as gw,
+        make_service(moto_server.endpoint_url, table_prefix) as bare,
+    ):
+        gw.save("users", "a", {"kind": "x"})  # its table is created with a stream
+        assert gw.get("ghosts", "a") is None  # followed, but its table does not exist
+        # The follower starts at the stream's newest record: write behind the gateway's back
+        # until one of the writes is applied.
+        deadline = time.monotonic() + 60.0
+        version = 0
+        while gw.stats()["streams"]["collections"]["users"]["records_applied"] == 0:
+            assert time.monotonic() < deadline, gw.stats()["streams"]
+            version += 1
+            bare.save("users", "a", {"kind": "x", "v": version})
+            time.sleep(0.1)
+        stats = gw.stats()
+        metrics = _collect(_Snapshot(stats))
+        live = _collect(gw)
+    collections = stats["streams"]["collections"]
+    assert set(collections) == {"users", "ghosts"}
+    assert metrics["gateway_stream_records_applied_total"] == {
+        (("collection", name),): float(c["records_applied"]) for name, c in collections.items()
+    }
+    assert metrics["gateway_stream_records_applied_total"][(("collection", "ghosts"),)] == 0
+    assert metrics["gateway_stream_lag_seconds"] == {
+        (("collection", name),): pytest.approx(c["lag_s"])
+        for name, c in collections.items()
+        if c["lag_s"] is not None
+    }
+    assert collections["users"]["lag_s"] is not None
+    assert collections["ghosts"]["lag_s"] is None  # nothing applied: no sample
+    assert metrics["gateway_stream_shards_held"] == {
+        (("collection", name),): float(c["shards_held"]) for name, c in collections.items()
+    }
+    assert metrics["gateway_stream_shards_held"][(("collection", "ghosts"),)] == 0
+    assert live["gateway_stream_records_applied_total"][(("collection", "users"),)] >= 1
+
+
+def test_prometheus_has_no_stream_metrics_without_a_follower(exported_gateway: Any) -> None:
+    exported_gateway.save("users", "a", {"kind": "x"})
+    assert "streams" not in exported_gateway.stats()
+    metrics = _collect(exported_gateway)
+    for name in (
+        "gateway_stream_records_applied_total",
+        "gateway_stream_lag_seconds",
+        "gateway_stream_shards_held",
+    ):
+        assert name not in metrics

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from gateway.caches.base import MISS, End, Entry, Kind, Miss
 from gateway.caches.errors import CacheError
+from gateway.errors import GatewayError
 from gateway.query_cache import batch_keys, left_keys, queries_epoch_key, save_keys
 from gateway.revisions import parse_generation
 from gateway.streams.records import Change
@@ -143,6 +144,13 @@ class ChangeApplier:
         if not guard.invalidate_until([*drops, *epochs], self._clock()):
             return False
         return not stores or self._store(policy, stores, keys)
+
+    def caches(self, db_name: str) -> bool:
+        """Whether collection ``db_name`` is cached here (its policy enables the cache)."""
+        try:
+            return self._parts.stream_target(db_name) is not None
+        except GatewayError:
+            return False
 
     def distrust(self, db_name: str) -> bool:
         """Drop every cached entry and answer of the collection; False when the cache did not

@@ -66,6 +66,9 @@ class ChangeSink(Protocol):
         """Drop every cached entry of the collection; False when the cache did not answer."""
         ...
 
+    # Optional: ``caches(db_name) -> bool``, whether the collection is cached here (a sink
+    # without it is handed every collection the coordinator lists).
+
 
 class StreamService(Protocol):
     """What the follower uses of `gateway.dynamodb.DynamoDBService`."""
@@ -218,13 +221,19 @@ class StreamFollower:
         except Exception as exc:
             self._log.warning("streams: could not read the followed collections: %s", exc)
             return
+        caches = getattr(self._sink, "caches", None)
         for db_name in names:
             with self._lock:
                 known = db_name in self._collections
-            if not known:
-                collection = _Collection(db_name, self._service.table_name(db_name))
-                with self._lock:
-                    self._collections.setdefault(db_name, collection)
+            if known:
+                continue
+            # Only a collection this instance caches: another's may not be cached here, and
+            # its records would move the shared checkpoint without reaching any cache.
+            if caches is not None and not caches(db_name):
+                continue
+            collection = _Collection(db_name, self._service.table_name(db_name))
+            with self._lock:
+                self._collections.setdefault(db_name, collection)
 
     def _follow(self, collection: _Collection) -> bool:
         now = self._clock()
