@@ -83,6 +83,8 @@ QueryInvalidation = Literal["value", "collection"]
 QUERY_INVALIDATIONS: tuple[QueryInvalidation, ...] = ("value", "collection")
 UNREACHABLE_WRITES: tuple[UnreachableWrites, ...] = ("refuse", "accept")
 
+#: A failure threshold no run reaches (the stream follower's breaker).
+_NEVER_OPENS = 2**62
 _KEY_SEPARATOR = ":"  # table names cannot contain ':', so "<table>:<id>" is unambiguous
 
 
@@ -235,6 +237,7 @@ class CachingGateway:
             scans_consistent=service.consistent_read,
         )
         self._follower: StreamFollowerLike | None = None
+        self._stream_guard: GuardedCache | None = None
         self._hits = Counter()
         self._misses = Counter()
         self._waits = Counter()
@@ -628,7 +631,19 @@ class CachingGateway:
     # What `gateway.streams.apply.ChangeApplier` uses of this gateway (`CacheParts`).
 
     def stream_guard(self) -> GuardedCache:
-        return self._guard
+        """The cache as the stream follower uses it: a guard of its own whose breaker never
+        opens. Readers skip a cache that failed (the breaker spares them its timeouts); the
+        follower, in the background, must apply its kept records as soon as the cache answers,
+        not once the readers' breaker lets a trial through."""
+        guard = self._stream_guard
+        if guard is None:
+            guard = self._stream_guard = GuardedCache(
+                self._cache,
+                CircuitBreaker(failure_threshold=_NEVER_OPENS),
+                clock=self._clock,
+                wall_clock=self._wall_clock,
+            )
+        return guard
 
     def stream_target(self, db_name: str) -> tuple[CachePolicyLike, str] | None:
         """The collection's policy and table, None if it is not cached."""
