@@ -571,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     # imported here, not at the top, because they import this module's helpers.
     from gateway import (
         commands_cache,
+        commands_dax_emulator,
         commands_delete_table,
         commands_emulator,
         commands_indexes,
@@ -579,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands_emulator.add_parser(commands)
+    commands_dax_emulator.add_parsers(commands)
     tables = commands.add_parser(
         "tables", help="list, describe, create or delete tables; add declared indexes"
     )

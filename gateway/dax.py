@@ -121,6 +121,14 @@ _IAM_ADVICE = (
 )
 
 
+try:  # amazon-dax-client is an optional extra
+    from amazondax.CborDecoder import NoMoreData as _NO_MORE_DATA
+except ImportError:  # pragma: no cover - without it no DAX call is ever made
+
+    class _NO_MORE_DATA(Exception):  # type: ignore[no-redef]
+        """Stands for amazondax's end-of-stream error when amazondax is not installed."""
+
+
 class DaxConnectionError(BotocoreConnectionError):
     """A DAX node could not be reached or dropped the connection (the gateway retries it)."""
 
@@ -413,6 +421,10 @@ class DaxDataClient:
             raise DaxConnectionError(
                 endpoint=self._endpoint, error=f"{type(exc).__name__}: {exc}"
             ) from exc
+        except _NO_MORE_DATA as exc:  # the node closed the connection in the middle of an answer
+            raise DaxConnectionError(
+                endpoint=self._endpoint, error="the connection closed in the middle of an answer"
+            ) from exc
         except ClientError as exc:
             translated = self._translate(operation, exc)
             if translated is None:
@@ -421,7 +433,9 @@ class DaxDataClient:
 
     def _translate(self, operation: str, exc: ClientError) -> Exception | None:
         """The error to raise instead of ``exc``, or None to let ``exc`` through."""
-        code = error_code(exc)
+        # amazondax keeps its own codes (a connection closed before any answer:
+        # ConnectionException) in ``exc.code``, not in the response.
+        code = error_code(exc) or getattr(exc, "code", None)
         if code in DAX_IO_ERROR_CODES:
             return DaxConnectionError(
                 endpoint=self._endpoint, error=f"{code}: {error_message(exc)}"

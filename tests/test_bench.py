@@ -162,6 +162,19 @@ def test_bench_runs_the_peers_end_to_end(
     check_report(document, ["bare", "naive", "dogpile"])
 
 
+def test_bench_runs_dax_through_a_local_dax_node(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--backends dax``: amazon-dax-client against `gateway.dax_emulator` in front of the
+    embedded emulator; the hits and the DynamoDB calls are the node's."""
+    code = main([*SHORT_RUN, "--backends", "bare,dax"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    document = json.loads(out)
+    check_report(document, ["bare", "dax"])
+    dax = next(row for row in document["results"] if row["backend"] == "dax")
+    assert dax["hit_ratio"] is not None and dax["hit_ratio"] > 0.5
+    assert dax["stale_reads"] == 0
+
+
 def test_dogpile_is_skipped_without_redis(capsys: pytest.CaptureFixture[str]) -> None:
     argv = [*SHORT_RUN, "--backends", "bare,dogpile", "--redis-url", "redis://127.0.0.1:1/0"]
     code = main(argv)
@@ -273,7 +286,7 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         ["--duration", "0"],
         ["--latency-ms", "-1"],
         ["--read-ratio", "1.5"],
-        ["--backends", "bare,dax"],
+        ["--backends", "bare,dynamo"],
         ["--backends", "bare,cachetools"],
         ["--chart", "out.svg"],
     ],

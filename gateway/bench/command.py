@@ -51,6 +51,7 @@ from gateway.bench.runner import BackendRun, RunConfig, run_backend
 from gateway.config import Settings
 from gateway.errors import ConfigError, ValidationError
 from gateway.factory import build_cache, build_dynamodb_service, build_gateway
+from gateway.retry import botocore_config
 from gateway.revisions import parse_generation
 from gateway.workload import (
     KINDS,
@@ -62,6 +63,9 @@ from gateway.workload import (
 )
 
 BACKENDS = ("bare", "naive", "dogpile", "memory", "redis", "tiered")
+#: Backends run only when named: ``dax`` goes through a local DAX node (`gateway.dax_emulator`)
+#: in front of the same DynamoDB endpoint, to measure amazon-dax-client's own share.
+OPTIONAL_BACKENDS = ("dax",)
 PEERS = ("naive", "dogpile")
 REDIS_BACKENDS = frozenset({"dogpile", "redis", "tiered"})
 DEFAULT_BACKENDS = ",".join(BACKENDS)
@@ -154,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         default=DEFAULT_BACKENDS,
-        help="comma-separated (default: %(default)s)",
+        help="comma-separated (default: %(default)s; also: dax, amazon-dax-client against a "
+        "local DAX node in front of the same DynamoDB)",
     )
     parser.add_argument(
         "--redis-url",
@@ -192,10 +197,11 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     except ValueError as exc:
         raise ValidationError(f"gateway bench: {exc}") from exc
     backends = tuple(dict.fromkeys(b.strip() for b in args.backends.split(",") if b.strip()))
-    unknown = [b for b in backends if b not in BACKENDS]
+    unknown = [b for b in backends if b not in BACKENDS + OPTIONAL_BACKENDS]
     if unknown or not backends:
         raise ValidationError(
-            f"--backends {args.backends!r}: expected a comma-separated list from {DEFAULT_BACKENDS}"
+            f"--backends {args.backends!r}: expected a comma-separated list from "
+            f"{DEFAULT_BACKENDS},{','.join(OPTIONAL_BACKENDS)}"
         )
     chart = Path(args.chart) if args.chart else None
     if chart is not None and chart.suffix.lower() != ".png":
@@ -494,10 +500,12 @@ def _run_one(
     acknowledged: Mapping[str, int] | None = None,
 ) -> BackendRun:
     """Build one backend, drive it, close it."""
+    meter = RequestMeter()
+    if name == "dax":
+        return _run_dax(settings, options, meter, report, acknowledged)
     service = build_dynamodb_service(settings)
     clients = service_clients(service)
     LatencyInjector(options.latency_ms, options.jitter_ms).attach(clients)
-    meter = RequestMeter()
     meter.attach(clients)
     target: Any = service
     policy = settings.cache_policy(options.spec.collection)
@@ -539,6 +547,84 @@ def _run_one(
             progress=report,
             acknowledged=acknowledged,
         )
+
+
+def _run_dax(
+    settings: Settings,
+    options: BenchOptions,
+    meter: RequestMeter,
+    report: Any,
+    acknowledged: Mapping[str, int] | None,
+) -> BackendRun:
+    """The ``dax`` backend: amazon-dax-client against a local DAX node (our emulator of the
+    protocol and of DAX's caches) in front of the same DynamoDB endpoint. The added latency
+    and the request meter are on the node's DynamoDB client: what the cluster asks DynamoDB."""
+    import boto3
+
+    from gateway.dax import build_dax_service
+    from gateway.dax_emulator import DaxEmulator
+
+    if settings.DYNAMODB_ENDPOINT_URL is None:
+        raise ValidationError(
+            "gateway bench: the dax backend runs a local DAX node in front of a DynamoDB "
+            "endpoint: use the embedded emulator or --endpoint-url, not --aws"
+        )
+    upstream = boto3.session.Session().client(
+        "dynamodb",
+        region_name=settings.DYNAMODB_REGION,
+        endpoint_url=settings.DYNAMODB_ENDPOINT_URL,
+        config=botocore_config(
+            settings.DYNAMODB_CONNECT_TIMEOUT_S,
+            settings.DYNAMODB_READ_TIMEOUT_S,
+            settings.DYNAMODB_MAX_POOL_CONNECTIONS,
+        ),
+    )
+    LatencyInjector(options.latency_ms, options.jitter_ms).attach([upstream])
+    meter.attach([upstream])
+    policy = settings.cache_policy(options.spec.collection)
+    with DaxEmulator(
+        settings.DYNAMODB_ENDPOINT_URL,
+        region=settings.DYNAMODB_REGION,
+        record_ttl_s=policy.ttl_s,
+        query_ttl_s=policy.ttl_s,
+        dynamodb_client=upstream,
+    ) as node:
+        dax_settings = settings.model_copy(
+            update={"CACHE_BACKEND": "dax", "DAX_ENDPOINT_URL": node.endpoint_url}
+        )
+        with build_dax_service(dax_settings) as service:
+            return run_backend(
+                "dax",
+                _DaxAsSeenByTheNode(service, node),
+                options.spec,
+                options.run,
+                items=meter.items,
+                has_cache=True,
+                progress=report,
+                acknowledged=acknowledged,
+            )
+
+
+class _DaxAsSeenByTheNode:
+    """The DAX service, with the figures only the node knows in ``stats()``: its item cache's
+    hits and misses (the client counts none) and the calls it made to DynamoDB (the client's
+    ``db_calls`` are its calls to DAX)."""
+
+    def __init__(self, service: Any, node: Any) -> None:
+        self._service = service
+        self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def stats(self) -> dict[str, Any]:
+        node = self._node.data.stats()
+        return {
+            **self._service.stats(),
+            "hits": node["item_cache"]["hits"],
+            "misses": node["item_cache"]["misses"],
+            "db_calls": dict(node["upstream_calls"]),
+        }
 
 
 def _with_query_index(settings: Settings, collection: str) -> Settings:
