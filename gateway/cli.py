@@ -300,6 +300,13 @@ def _rate(documents: int, bar: Any) -> float | None:
     return documents / elapsed if elapsed > 0 else None
 
 
+def _no_longer_empty(args: argparse.Namespace) -> str:
+    """What to add to "resume" advice after an interrupted --into-empty run."""
+    if getattr(args, "into_empty", False):
+        return " (without --into-empty: the collection is no longer empty)"
+    return ""
+
+
 def _plural(count: int, noun: str) -> str:
     """The count and the noun, singular for one (`gateway.migrate.plural`, not imported here)."""
     return f"{count} {noun if count == 1 else noun + 's'}"
@@ -434,7 +441,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     except MigrationInterrupted as exc:
         print(exc.summary.describe(), file=sys.stderr)
         print(
-            f"error: import stopped: {exc.__cause__}; resume with --resume-from {exc.resume_from}",
+            f"error: import stopped: {exc.__cause__}; resume with --resume-from {exc.resume_from}"
+            + _no_longer_empty(args),
             file=sys.stderr,
         )
         return exit_code_for(exc.__cause__ or exc)
@@ -442,7 +450,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(
             f"error: interrupted after {_plural(last.documents, 'document')}; resume with "
             "--resume-from "
-            f"{last.last_line_committed + 1}",
+            f"{last.last_line_committed + 1}{_no_longer_empty(args)}",
             file=sys.stderr,
         )
         return 130
@@ -494,6 +502,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                 target_db_name=args.to_collection,
                 batch_size=args.batch_size,
                 skip_existing=args.skip_existing,
+                into_empty=args.into_empty,
                 max_in_flight=args.max_in_flight,
                 segments=args.segments,
                 progress=on_progress,
@@ -504,11 +513,15 @@ def cmd_copy(args: argparse.Namespace) -> int:
             route = f"{source!r} -> {target!r}"
     except MigrationInterrupted as exc:
         print(exc.summary.describe(), file=sys.stderr)
-        print(f"error: copy stopped: {exc.__cause__}; run it again", file=sys.stderr)
+        print(
+            f"error: copy stopped: {exc.__cause__}; run it again{_no_longer_empty(args)}",
+            file=sys.stderr,
+        )
         return exit_code_for(exc.__cause__ or exc)
     except KeyboardInterrupt:
         print(
-            f"error: interrupted after {_plural(copied, 'document')}; run it again",
+            f"error: interrupted after {_plural(copied, 'document')}; run it again"
+            f"{_no_longer_empty(args)}",
             file=sys.stderr,
         )
         return 130
@@ -712,6 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument(
         "--skip-existing", action="store_true", help="leave documents the target has as they are"
+    )
+    copy.add_argument(
+        "--into-empty",
+        action="store_true",
+        help="the target collection must be empty (checked first): skip reading stored revisions",
     )
     copy.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -22,9 +22,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError, WaiterError
-
-from gateway.aws_errors import translate
 from gateway.errors import ConfigError, GatewayError, ServiceUnavailableError, ValidationError
 
 #: How often and how long to poll DescribeTable while a table is being created.
@@ -331,25 +328,22 @@ class TableManager:
                 raise
 
     def _wait_active(self, table: str) -> dict[str, Any]:
-        waiter = self._client.get_waiter("table_exists")
-        try:
-            waiter.wait(
-                TableName=table,
-                WaiterConfig={"Delay": TABLE_POLL_DELAY_S, "MaxAttempts": TABLE_POLL_MAX_ATTEMPTS},
-            )
-        except WaiterError as exc:
-            raise ServiceUnavailableError(
-                f"Table {table!r} did not become ACTIVE in time: {exc}", operation="DescribeTable"
-            ) from exc
-        except ClientError as exc:
-            raise translate(exc, "DescribeTable", table) from exc
-        for _ in range(TABLE_POLL_MAX_ATTEMPTS):
-            description = self._describe(table)
-            if description is not None and not _indexes_pending(description):
+        """Describe the table until it and its indexes are ACTIVE. Each DescribeTable goes
+        through the retry policy (botocore's ``table_exists`` waiter would give up on the
+        first throttled answer)."""
+        for attempt in range(TABLE_POLL_MAX_ATTEMPTS):
+            description = self._describe(table)  # None: not visible yet after CreateTable
+            if (
+                description is not None
+                and description.get("TableStatus") == "ACTIVE"
+                and not _indexes_pending(description)
+            ):
                 return description
-            self._sleep(TABLE_POLL_DELAY_S)
+            if attempt + 1 < TABLE_POLL_MAX_ATTEMPTS:
+                self._sleep(TABLE_POLL_DELAY_S)
         raise ServiceUnavailableError(
-            f"The indexes of table {table!r} did not become ACTIVE in time.",
+            f"Table {table!r} (or one of its indexes) did not become ACTIVE in "
+            f"{TABLE_POLL_DELAY_S * TABLE_POLL_MAX_ATTEMPTS} s.",
             operation="DescribeTable",
         )
 

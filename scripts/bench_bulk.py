@@ -1,44 +1,74 @@
-"""Items per second of ``save_many`` / ``delete_many`` beside boto3's ``Table.batch_writer()``.
+"""Items per second of bulk writes, imports and copies beside boto3's ``Table.batch_writer()``.
 
 One run, one emulator: for each added latency (0 and 5 ms by default), N documents (20,000 of
-about 1 KB by default) are saved with ``DynamoDBService.save_many`` and then deleted with
-``delete_many``, once with ``bulk.max_in_flight`` requests in flight (8 by default) and once
-with 1 (how ``save_many`` worked before it went parallel); the same documents are put and then
-deleted through boto3's ``Table.batch_writer()`` on a table of their own. Each figure is the
-number of documents divided by the wall time of the one call (the median over ``--repeat``
-runs), and the ratio is the gateway's over batch_writer's.
+about 1 KB by default) go through five ways of writing, each beside batch_writer doing the
+same work from one thread:
+
+============================  ==============================================================
+gateway                       batch_writer
+============================  ==============================================================
+``save_many``                 ``put_item`` of the same items
+``delete_many``               ``delete_item`` of the same keys
+``import_lines`` (plain)      ``json.loads`` of each line, then ``put_item``
+``import_lines(into_empty)``  the same (one run of it serves both import rows)
+``copy_collection``           a plain ``Scan`` of the source (1 MB pages, one thread), then
+                              ``put_item`` of every item into the target
+============================  ==============================================================
+
+``save_many`` / ``delete_many`` run with ``bulk.max_in_flight`` requests in flight (8 by
+default); the import (`gateway.migrate.import_lines`, what ``gateway import`` runs, fed an
+in-memory list of JSON lines) with its default ``max_in_flight`` (8 batches of 25 at once),
+plainly and with ``into_empty=True`` (no revision reads); the copy
+(`gateway.migrate.copy_collection`, what ``gateway copy`` runs) from one table prefix to
+another on the same emulator with its default ``max_in_flight`` and ``segments`` (8 and 4).
+With ``--sequential bulk`` a "gateway x1" column adds ``save_many`` / ``delete_many`` with one
+request at a time; with ``--sequential all``, also the import and the copy with one batch at a
+time (and one scan segment), as they ran before they were pipelined (off by default: each
+lengthens the run). Every import and copy writes into a table
+created (untimed) just before, and dropped after. Each figure is the number of documents
+divided by the wall time of the one call (the median over ``--repeat`` runs), and the ratio
+is the gateway's over batch_writer's.
 
 The latency is added in the client, before every request leaves (botocore's ``before-send``,
 `gateway.bench.latency.LatencyInjector`), on the service's clients and on batch_writer's client
 alike: it stands for the network round trip to DynamoDB that loopback lacks, without the CPU a
 proxy would cost.
 
-What the two do differently: ``save_many`` first reads the stored revisions of its documents
-(one strongly consistent BatchGetItem per 100 ids, projected to ``_id`` and ``_rev``) so that
-every document's generation goes above the stored one, and writes a ``_rev`` with each item;
-batch_writer puts the items as given, one BatchWriteItem of 25 at a time, from the calling
-thread. ``delete_many`` reads nothing.
+What the two do differently: ``save_many`` (and so an import or a copy) first reads the stored
+revisions of its documents (one strongly consistent BatchGetItem per batch of up to 100 ids,
+projected to ``_id`` and ``_rev``) so that every document's generation goes above the stored
+one, and writes a ``_rev`` with each item; ``into_empty`` skips that read. batch_writer puts the
+items as given, one BatchWriteItem of 25 at a time, from the calling thread. ``delete_many``
+reads nothing.
 
 Usage::
 
     python scripts/bench_bulk.py                         # 20,000 docs, 0 and 5 ms, moto
-    python scripts/bench_bulk.py --docs 5000 --latency-ms 5 --repeat 3
+    python scripts/bench_bulk.py --docs 2000             # a quick check
+    python scripts/bench_bulk.py --docs 5000 --latency-ms 5 --repeat 3 --sequential all
+    python scripts/bench_bulk.py --rows copy --copy-page-size 1000   # a what-if, see below
     python scripts/bench_bulk.py --emulator dynalite     # Node.js emulator (npm, first use)
 
 moto (the default, embedded) is a Python process that spends milliseconds of CPU per request
-and per item; on a small machine it, not the client, is the bottleneck, which caps every figure
-here and so the ratio as well.
+and per item, and applies one request at a time; on a small machine it, not the client, is the
+bottleneck, which caps every figure here and so the ratio as well. Its Scan also sorts and
+walks the whole table for every page (and hashes every item's key for a segment), so the
+copy's 100-item pages (``max(batch_size, 100)``) cost it about ten times what a hand scan's
+1 MB pages do; DynamoDB has no such cost. ``--copy-page-size N`` shows what pages of ``N``
+items would give (it swaps `gateway.migrate.DEFAULT_EXPORT_PAGE_SIZE` for the copy).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +78,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3
 from bench_coalescing import emulator as start_emulator
 
+import gateway.migrate
 from gateway.bench.latency import LatencyInjector, service_clients
 from gateway.bulk import DEFAULT_MAX_IN_FLIGHT
 from gateway.dynamodb import DynamoDBService
 from gateway.emulator import DUMMY_REGION, ensure_dummy_credentials
+from gateway.migrate import DEFAULT_MAX_IN_FLIGHT as DEFAULT_MIGRATE_IN_FLIGHT
+from gateway.migrate import DEFAULT_SEGMENTS, copy_collection, import_lines
 from gateway.retry import RetryPolicy, botocore_config
 
 DB = "bulk"
@@ -60,12 +93,42 @@ DEFAULT_DOC_SIZE = 1024
 DEFAULT_LATENCIES_MS = (0.0, 5.0)
 #: HTTP connections of every client here: above any in-flight count the run uses.
 POOL_CONNECTIONS = 50
+#: Table prefix of the copy's source, filled once per run (no latency, untimed).
+SOURCE_PREFIX = "src-"
+
+#: The rows of the table, in order: (operation key, label).
+OPERATIONS = (
+    ("save", "save_many"),
+    ("delete", "delete_many"),
+    ("import", "import"),
+    ("import_empty", "import --into-empty"),
+    ("copy", "copy"),
+)
+#: The groups of rows ``--rows`` picks from, and their operations.
+ROWS = {
+    "bulk": ("save", "delete"),
+    "import": ("import", "import_empty"),
+    "copy": ("copy",),
+}
+#: Which operations get a "gateway x1" figure, per ``--sequential``.
+SEQUENTIAL = {
+    "none": (),
+    "bulk": ("save", "delete"),
+    "all": ("save", "delete", "import", "import_empty", "copy"),
+}
 
 
 def documents(count: int, size: int) -> dict[str, dict[str, Any]]:
     """``count`` documents of about ``size`` bytes each (a padding string and a number)."""
     pad = "x" * max(0, size - 40)
     return {f"doc-{i:07d}": {"n": i, "pad": pad} for i in range(count)}
+
+
+def json_lines(docs: dict[str, dict[str, Any]]) -> list[str]:
+    """The documents as an import file holds them: one plain JSON object a line."""
+    return [
+        json.dumps({"_id": doc_id, **doc}, separators=(",", ":")) for doc_id, doc in docs.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -89,17 +152,41 @@ def timed(count: int, call: Callable[[], object]) -> float:
     return count / (time.perf_counter() - started)
 
 
-@contextmanager
-def gateway_service(endpoint_url: str, prefix: str, max_in_flight: int) -> Iterator[Any]:
-    with DynamoDBService(
+def new_service(endpoint_url: str, prefix: str, max_in_flight: int) -> DynamoDBService:
+    return DynamoDBService(
         endpoint_url=endpoint_url,
         table_prefix=prefix,
         retry_policy=RetryPolicy(),
         max_pool_connections=POOL_CONNECTIONS,
         bulk_max_in_flight=max_in_flight,
-    ) as svc:
+    )
+
+
+@contextmanager
+def gateway_service(endpoint_url: str, prefix: str, max_in_flight: int) -> Iterator[Any]:
+    with new_service(endpoint_url, prefix, max_in_flight) as svc:
         svc.ensure_table(DB)
         yield svc
+
+
+def drop_table(svc: DynamoDBService, db_name: str) -> None:
+    """Delete a table the run made (untimed), so the emulator does not keep every copy."""
+    svc.control_client.delete_table(TableName=svc.table_name(db_name))
+
+
+def boto3_resource(endpoint_url: str, latency_ms: float) -> Any:
+    """A boto3 resource as a hand-written script would make it, with the added latency."""
+    resource = boto3.resource(
+        "dynamodb",
+        region_name=DUMMY_REGION,
+        endpoint_url=endpoint_url,
+        config=botocore_config(2.0, 5.0, POOL_CONNECTIONS),
+    )
+    LatencyInjector(latency_ms=latency_ms).attach([resource.meta.client])
+    return resource
+
+
+# -- save_many / delete_many -------------------------------------------------------------------
 
 
 def run_gateway(
@@ -123,6 +210,7 @@ def run_gateway(
         for _ in range(repeat):
             saves.append(timed(len(docs), save_all))
             deletes.append(timed(len(docs), lambda: svc.delete_many(DB, ids)))
+        drop_table(svc, DB)
     return saves, deletes
 
 
@@ -134,13 +222,7 @@ def run_batch_writer(
     # The table is created like the gateway's (key `_id`, on-demand), then left to boto3.
     with gateway_service(endpoint_url, prefix, 1):
         pass
-    resource = boto3.resource(
-        "dynamodb",
-        region_name=DUMMY_REGION,
-        endpoint_url=endpoint_url,
-        config=botocore_config(2.0, 5.0, POOL_CONNECTIONS),
-    )
-    LatencyInjector(latency_ms=latency_ms).attach([resource.meta.client])
+    resource = boto3_resource(endpoint_url, latency_ms)
     table = resource.Table(prefix + DB)
     items = [{"_id": doc_id, **doc} for doc_id, doc in docs.items()]
 
@@ -160,33 +242,226 @@ def run_batch_writer(
         for _ in range(repeat):
             saves.append(timed(len(docs), put_all))
             deletes.append(timed(len(docs), delete_all))
+        table.delete()
     finally:
         resource.meta.client.close()
     return saves, deletes
 
 
-def print_table(figures: list[Figure], docs: int, size: int, where: str, in_flight: int) -> None:
+# -- import ------------------------------------------------------------------------------------
+
+
+def run_import(
+    endpoint_url: str,
+    lines: Sequence[str],
+    latency_ms: float,
+    max_in_flight: int,
+    into_empty: bool,
+    repeat: int,
+) -> list[float]:
+    """Rates of ``import_lines`` of every line into an empty collection, ``repeat`` times."""
+    rates: list[float] = []
+    tag = f"imp{'e' if into_empty else 'p'}{max_in_flight}-{latency_ms:g}-"
+    with new_service(endpoint_url, tag, DEFAULT_MAX_IN_FLIGHT) as svc:
+        LatencyInjector(latency_ms=latency_ms).attach(service_clients(svc))
+        for run in range(repeat):
+            db = f"{DB}{run}"
+            svc.ensure_table(db)
+
+            def load(db: str = db) -> None:
+                summary = import_lines(
+                    svc, db, lines, into_empty=into_empty, max_in_flight=max_in_flight
+                )
+                assert summary.saved == len(lines) and summary.ok, summary.describe()
+
+            rates.append(timed(len(lines), load))
+            drop_table(svc, db)
+    return rates
+
+
+def run_batch_writer_import(
+    endpoint_url: str, lines: Sequence[str], latency_ms: float, repeat: int
+) -> list[float]:
+    """Rates of a hand-written import: ``json.loads`` each line, ``batch_writer`` put it."""
+    prefix = f"bwi-{latency_ms:g}-"
+    rates: list[float] = []
+    with new_service(endpoint_url, prefix, 1) as svc:
+        resource = boto3_resource(endpoint_url, latency_ms)
+        try:
+            for run in range(repeat):
+                db = f"{DB}{run}"
+                svc.ensure_table(db)
+                table = resource.Table(svc.table_name(db))
+
+                def load(table: Any = table) -> None:
+                    with table.batch_writer() as writer:
+                        for line in lines:
+                            writer.put_item(Item=json.loads(line, parse_float=Decimal))
+
+                rates.append(timed(len(lines), load))
+                drop_table(svc, db)
+        finally:
+            resource.meta.client.close()
+    return rates
+
+
+# -- copy --------------------------------------------------------------------------------------
+
+
+def fill_source(endpoint_url: str, docs: dict[str, dict[str, Any]]) -> None:
+    """The copy's source collection: every document, saved once (no latency, untimed)."""
+    with gateway_service(endpoint_url, SOURCE_PREFIX, DEFAULT_MAX_IN_FLIGHT) as svc:
+        svc.save_many(DB, docs, assume_new=True)
+
+
+@contextmanager
+def scan_page_size(size: int | None) -> Iterator[None]:
+    """``--copy-page-size``, a what-if: the copy's scan pages of ``size`` items instead of
+    ``max(batch_size, gateway.migrate.DEFAULT_EXPORT_PAGE_SIZE)`` (the module's constant is
+    swapped for the call; None leaves the gateway as it is)."""
+    if size is None:
+        yield
+        return
+    saved = gateway.migrate.DEFAULT_EXPORT_PAGE_SIZE
+    setattr(gateway.migrate, "DEFAULT_EXPORT_PAGE_SIZE", size)  # noqa: B010 (a Final)
+    try:
+        yield
+    finally:
+        setattr(gateway.migrate, "DEFAULT_EXPORT_PAGE_SIZE", saved)  # noqa: B010
+
+
+def run_copy(
+    endpoint_url: str,
+    count: int,
+    latency_ms: float,
+    max_in_flight: int,
+    segments: int,
+    repeat: int,
+    page_size: int | None = None,
+) -> list[float]:
+    """Rates of ``copy_collection`` of the source into an empty collection of another table
+    prefix, ``repeat`` times (the latency on the source's requests and the target's)."""
+    rates: list[float] = []
+    with (
+        scan_page_size(page_size),
+        new_service(endpoint_url, SOURCE_PREFIX, DEFAULT_MAX_IN_FLIGHT) as source,
+        new_service(
+            endpoint_url, f"cp{max_in_flight}x{segments}-{latency_ms:g}-", DEFAULT_MAX_IN_FLIGHT
+        ) as target,
+    ):
+        injector = LatencyInjector(latency_ms=latency_ms)
+        injector.attach(service_clients(source) + service_clients(target))
+        for run in range(repeat):
+            db = f"{DB}{run}"
+            target.ensure_table(db)
+
+            def copy(db: str = db) -> None:
+                summary = copy_collection(
+                    source,
+                    target,
+                    DB,
+                    target_db_name=db,
+                    max_in_flight=max_in_flight,
+                    segments=segments,
+                )
+                assert summary.documents == count, summary.describe()
+
+            rates.append(timed(count, copy))
+            drop_table(target, db)
+    return rates
+
+
+def run_batch_writer_copy(
+    endpoint_url: str, count: int, latency_ms: float, repeat: int
+) -> list[float]:
+    """Rates of a hand-written copy: a plain Scan of the source, page after page, each item put
+    into the target with ``batch_writer``, from one thread."""
+    prefix = f"bwc-{latency_ms:g}-"
+    rates: list[float] = []
+    with new_service(endpoint_url, prefix, 1) as svc:
+        resource = boto3_resource(endpoint_url, latency_ms)
+        source = resource.Table(SOURCE_PREFIX + DB)
+        try:
+            for run in range(repeat):
+                db = f"{DB}{run}"
+                svc.ensure_table(db)
+                target = resource.Table(svc.table_name(db))
+
+                def copy(target: Any = target) -> None:
+                    copied = 0
+                    params: dict[str, Any] = {}
+                    with target.batch_writer() as writer:
+                        while True:
+                            page = source.scan(**params)
+                            for item in page["Items"]:
+                                writer.put_item(Item=item)
+                            copied += len(page["Items"])
+                            if "LastEvaluatedKey" not in page:
+                                break
+                            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                    assert copied == count, copied
+
+                rates.append(timed(count, copy))
+                drop_table(svc, db)
+        finally:
+            resource.meta.client.close()
+    return rates
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the gateway column ran with, for the table's legend."""
+
+    in_flight: int
+    import_in_flight: int
+    segments: int
+    copy_page_size: int | None
+
+
+def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: Setup) -> None:
     print(
-        f"\nbulk writes: {docs:,} documents of ~{size:,} bytes, {where}; "
-        f"items/s (median of the runs); ratio = gateway / batch_writer\n"
+        f"\nbulk writes, imports and copies: {docs:,} documents of ~{size:,} bytes, {where}; "
+        "items/s (median of the runs); ratio = gateway / batch_writer\n"
     )
     header = (
-        f"{'latency':>7}  {'operation':<10} {f'gateway x{in_flight}':>12} "
-        f"{'gateway x1':>11} {'batch_writer':>12} {f'ratio x{in_flight}':>9} {'ratio x1':>9}"
+        f"{'latency':>7}  {'operation':<20} {'gateway':>9} {'gateway x1':>11} "
+        f"{'batch_writer':>12} {'ratio':>7} {'ratio x1':>9}"
     )
     print(header)
     print("-" * len(header))
     keyed = {(f.name, f.operation, f.latency_ms): f.items_per_s for f in figures}
+    measured = {f.operation for f in figures}
     for latency in sorted({f.latency_ms for f in figures}):
-        for operation in ("save", "delete"):
+        for operation, label in OPERATIONS:
+            if operation not in measured:
+                continue
             par = keyed[("parallel", operation, latency)]
-            seq = keyed[("sequential", operation, latency)]
+            seq = keyed.get(("sequential", operation, latency))
             base = keyed[("batch_writer", operation, latency)]
+            seq_rate = "-" if seq is None else f"{seq:,.0f}"
+            seq_ratio = "-" if seq is None else f"{seq / base:.2f}x"
             print(
-                f"{latency:>5g}ms  {operation + '_many':<10} {par:>12,.0f} {seq:>11,.0f} "
-                f"{base:>12,.0f} {par / base:>8.2f}x {seq / base:>8.2f}x"
+                f"{latency:>5g}ms  {label:<20} {par:>9,.0f} {seq_rate:>11} "
+                f"{base:>12,.0f} {par / base:>6.2f}x {seq_ratio:>9}"
             )
-    print()
+    pages = (
+        "its scan pages of 100 items"
+        if setup.copy_page_size is None
+        else f"scan pages of {setup.copy_page_size} items (--copy-page-size, a what-if)"
+    )
+    print(
+        f"\ngateway: save_many / delete_many with bulk.max_in_flight {setup.in_flight}; import "
+        f"with max_in_flight {setup.import_in_flight} (batches of 25); copy with max_in_flight "
+        f"{setup.import_in_flight}, {setup.segments} scan segments and {pages}.\n"
+        "gateway x1: one request (save_many / delete_many) or one batch and one segment "
+        "(import / copy) at a time.\n"
+        "batch_writer: boto3 Table.batch_writer() from one thread; import: json.loads of each "
+        "line, then put_item\n(one run for both import rows); copy: a plain Scan of the source "
+        "(1 MB pages), then put_item of each item.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,10 +476,46 @@ def main(argv: list[str] | None = None) -> int:
         help="milliseconds added before every request, one run each (default: 0 5)",
     )
     parser.add_argument(
+        "--rows",
+        choices=sorted(ROWS),
+        nargs="+",
+        default=sorted(ROWS),
+        help="which rows to measure: bulk (save_many, delete_many), import (both), copy "
+        "(default: all)",
+    )
+    parser.add_argument(
         "--max-in-flight",
         type=int,
         default=DEFAULT_MAX_IN_FLIGHT,
-        help="bulk.max_in_flight of the parallel gateway column",
+        help="bulk.max_in_flight of the save_many / delete_many gateway column",
+    )
+    parser.add_argument(
+        "--import-in-flight",
+        type=int,
+        default=DEFAULT_MIGRATE_IN_FLIGHT,
+        help="max_in_flight (batches) of the import and copy gateway column (default "
+        f"{DEFAULT_MIGRATE_IN_FLIGHT}, as gateway import / copy)",
+    )
+    parser.add_argument(
+        "--segments",
+        type=int,
+        default=DEFAULT_SEGMENTS,
+        help=f"scan segments of the copy (default {DEFAULT_SEGMENTS}, as gateway copy)",
+    )
+    parser.add_argument(
+        "--copy-page-size",
+        type=int,
+        default=None,
+        help="a what-if: the copy reads scan pages of this many items instead of the "
+        "gateway's 100 (see the module docstring)",
+    )
+    parser.add_argument(
+        "--sequential",
+        choices=sorted(SEQUENTIAL),
+        default="none",
+        help="which rows also get a 'gateway x1' figure (one request, batch and segment at a "
+        "time): none (default), save_many / delete_many (bulk), or every row (all); each "
+        "adds to the run's length",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each call (median)")
     parser.add_argument(
@@ -214,32 +525,108 @@ def main(argv: list[str] | None = None) -> int:
         help="moto (embedded, default) or dynalite (Node.js, installed with npm on first use)",
     )
     args = parser.parse_args(argv)
-    if args.docs < 1 or args.repeat < 1 or args.max_in_flight < 1:
-        parser.error("--docs, --repeat and --max-in-flight must be >= 1")
+    if min(args.docs, args.repeat, args.max_in_flight, args.import_in_flight, args.segments) < 1:
+        parser.error(
+            "--docs, --repeat, --max-in-flight, --import-in-flight and --segments must be >= 1"
+        )
+    if args.copy_page_size is not None and args.copy_page_size < 1:
+        parser.error("--copy-page-size must be >= 1")
 
     ensure_dummy_credentials()
     docs = documents(args.docs, args.doc_size)
+    lines = json_lines(docs)
+    sequential = SEQUENTIAL[args.sequential]
+    rows = set(args.rows)
     figures: list[Figure] = []
+
+    def note(name: str, operation: str, latency: float, rates: list[float]) -> None:
+        figures.append(Figure(name, operation, latency, rates))
+        print(
+            f"  {latency:g} ms {name} {operation}: {statistics.median(rates):,.0f}/s",
+            file=sys.stderr,
+        )
+
+    started = time.perf_counter()
     with start_emulator(args.emulator) as endpoint_url:
+        if "copy" in rows:
+            fill_source(endpoint_url, docs)
         for latency in args.latency_ms:
-            for name in ("parallel", "sequential", "batch_writer"):
-                if name == "batch_writer":
-                    saves, deletes = run_batch_writer(endpoint_url, docs, latency, args.repeat)
-                else:
-                    in_flight = args.max_in_flight if name == "parallel" else 1
-                    saves, deletes = run_gateway(
-                        endpoint_url, docs, latency, in_flight, args.repeat
-                    )
-                figures.append(Figure(name, "save", latency, saves))
-                figures.append(Figure(name, "delete", latency, deletes))
-                print(
-                    f"  {latency:g} ms {name}: save {statistics.median(saves):,.0f}/s, "
-                    f"delete {statistics.median(deletes):,.0f}/s",
-                    file=sys.stderr,
-                )
+            if "bulk" in rows:
+                measure_bulk(endpoint_url, docs, latency, args, sequential, note)
+            if "import" in rows:
+                measure_import(endpoint_url, lines, latency, args, sequential, note)
+            if "copy" in rows:
+                measure_copy(endpoint_url, len(docs), latency, args, sequential, note)
     where = f"{args.emulator} ({'embedded' if args.emulator == 'moto' else 'Node.js'}, loopback)"
-    print_table(figures, args.docs, args.doc_size, where, args.max_in_flight)
+    setup = Setup(args.max_in_flight, args.import_in_flight, args.segments, args.copy_page_size)
+    print_table(figures, args.docs, args.doc_size, where, setup)
+    print(f"(the whole run took {time.perf_counter() - started:.0f} s)\n")
     return 0
+
+
+Note = Callable[[str, str, float, list[float]], None]
+
+
+def measure_bulk(
+    endpoint_url: str,
+    docs: dict[str, dict[str, Any]],
+    latency: float,
+    args: argparse.Namespace,
+    sequential: Sequence[str],
+    note: Note,
+) -> None:
+    for name in ("parallel", "sequential", "batch_writer"):
+        if name == "sequential" and "save" not in sequential:
+            continue
+        if name == "batch_writer":
+            saves, deletes = run_batch_writer(endpoint_url, docs, latency, args.repeat)
+        else:
+            in_flight = args.max_in_flight if name == "parallel" else 1
+            saves, deletes = run_gateway(endpoint_url, docs, latency, in_flight, args.repeat)
+        note(name, "save", latency, saves)
+        note(name, "delete", latency, deletes)
+
+
+def measure_import(
+    endpoint_url: str,
+    lines: Sequence[str],
+    latency: float,
+    args: argparse.Namespace,
+    sequential: Sequence[str],
+    note: Note,
+) -> None:
+    for name in ("parallel", "sequential"):
+        if name == "sequential" and "import" not in sequential:
+            continue
+        in_flight = args.import_in_flight if name == "parallel" else 1
+        for operation, into_empty in (("import", False), ("import_empty", True)):
+            rates = run_import(endpoint_url, lines, latency, in_flight, into_empty, args.repeat)
+            note(name, operation, latency, rates)
+    rates = run_batch_writer_import(endpoint_url, lines, latency, args.repeat)
+    note("batch_writer", "import", latency, rates)
+    note("batch_writer", "import_empty", latency, rates)  # the same work: one run serves both
+
+
+def measure_copy(
+    endpoint_url: str,
+    count: int,
+    latency: float,
+    args: argparse.Namespace,
+    sequential: Sequence[str],
+    note: Note,
+) -> None:
+    for name in ("parallel", "sequential"):
+        if name == "sequential" and "copy" not in sequential:
+            continue
+        in_flight, segments = (
+            (args.import_in_flight, args.segments) if name == "parallel" else (1, 1)
+        )
+        rates = run_copy(
+            endpoint_url, count, latency, in_flight, segments, args.repeat, args.copy_page_size
+        )
+        note(name, "copy", latency, rates)
+    rates = run_batch_writer_copy(endpoint_url, count, latency, args.repeat)
+    note("batch_writer", "copy", latency, rates)
 
 
 if __name__ == "__main__":

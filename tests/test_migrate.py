@@ -524,6 +524,19 @@ def test_copy_reads_scan_segments_and_writes_each_document_once(
         copy_collection(source, target, COLLECTION, segments=0)
 
 
+def test_copy_into_empty_skips_the_revision_reads_and_refuses_a_filled_target(
+    source: DynamoDBService, target: DynamoDBService
+) -> None:
+    summary = copy_collection(source, target, COLLECTION, into_empty=True)
+    assert summary.documents == len(sample_documents())
+    assert contents(target) == contents(source)
+    assert "BatchGetItem" not in target.stats()["db_calls"]
+    with pytest.raises(ValidationError, match="not empty"):
+        copy_collection(source, target, COLLECTION, into_empty=True)
+    with pytest.raises(ValidationError, match="exclude each other"):
+        copy_collection(source, target, COLLECTION, into_empty=True, skip_existing=True)
+
+
 def test_copy_to_the_same_table_is_refused(source: DynamoDBService, service_for: Any) -> None:
     same = service_for(source.table_prefix)
     with pytest.raises(ValidationError, match="same table"):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import ClientError
 
 from gateway import (
     AccessDeniedError,
@@ -22,6 +22,7 @@ from gateway import (
 )
 from gateway.aws_errors import translate
 from gateway.emulator import EmbeddedDynamoDB
+from gateway.errors import GatewayError
 from gateway.tables import IndexSpec, TableInfo, TableManager
 from tests.servers import FaultProxy
 
@@ -380,26 +381,6 @@ def gsi(name: str, attribute: str, status: str = "ACTIVE") -> dict[str, Any]:
     }
 
 
-class FakeWaiter:
-    """botocore's ``table_exists`` waiter: polls DescribeTable until ACTIVE."""
-
-    def __init__(self, client: FakeControlPlane) -> None:
-        self.client = client
-
-    def wait(self, TableName: str, WaiterConfig: dict[str, int]) -> None:
-        self.client.waits.append(WaiterConfig)
-        for _ in range(WaiterConfig["MaxAttempts"]):
-            try:
-                table = self.client.describe_table(TableName=TableName)["Table"]
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                    raise
-                continue
-            if table["TableStatus"] == "ACTIVE":
-                return
-        raise WaiterError("TableExists", "Max attempts exceeded", {})
-
-
 class FakeControlPlane:
     """A DynamoDB control plane scripted with a list of DescribeTable answers.
 
@@ -416,7 +397,6 @@ class FakeControlPlane:
         self.create_error = create_error
         self.calls: list[str] = []
         self.created: list[dict[str, Any]] = []
-        self.waits: list[dict[str, int]] = []
         self.lock = threading.Lock()
 
     def describe_table(self, TableName: str) -> dict[str, Any]:
@@ -434,10 +414,6 @@ class FakeControlPlane:
         if self.create_error is not None:
             raise self.create_error
         return {"TableDescription": {"TableName": params["TableName"], "TableStatus": "CREATING"}}
-
-    def get_waiter(self, name: str) -> FakeWaiter:
-        assert name == "table_exists"
-        return FakeWaiter(self)
 
 
 def translating_call(operation: str, table: str, fn: Callable[[], Any]) -> Any:
@@ -510,7 +486,8 @@ def test_manager_creates_a_missing_table_with_its_indexes() -> None:
     assert all(
         g["Projection"] == {"ProjectionType": "ALL"} for g in params["GlobalSecondaryIndexes"]
     )
-    assert client.waits  # waited for ACTIVE
+    created = client.calls.index("CreateTable")
+    assert client.calls[created + 1 :] and set(client.calls[created + 1 :]) == {"DescribeTable"}
 
 
 def test_manager_creates_without_indexes_when_none_are_declared() -> None:
@@ -532,6 +509,30 @@ def test_manager_waits_for_a_table_still_creating() -> None:
     assert info.name == "p-t"
     assert "CreateTable" not in client.calls
     assert client.calls.count("DescribeTable") >= 4
+
+
+def test_a_throttled_describe_while_waiting_goes_through_the_retry_policy() -> None:
+    """Waiting for ACTIVE describes the table through ``call`` (the service's retry policy);
+    botocore's ``table_exists`` waiter gave up on the first throttled answer."""
+    throttled = client_error("ThrottlingException", "DescribeTable", "Rate exceeded")
+    client = FakeControlPlane(
+        [NOT_FOUND, throttled, table_description("p-t", "CREATING"), table_description("p-t")]
+    )
+    retried: list[str] = []
+
+    def call_with_retries(operation: str, table: str, fn: Callable[[], Any]) -> Any:
+        for _ in range(3):
+            try:
+                return translating_call(operation, table, fn)
+            except GatewayError as exc:
+                if exc.code != "ThrottlingException":
+                    raise
+                retried.append(operation)
+        raise AssertionError("still throttled")
+
+    tables = TableManager(client, lambda db_name: {}, call_with_retries, sleep=lambda s: None)
+    assert tables.ensure("p-t", "t").name == "p-t"
+    assert retried == ["DescribeTable"]
 
 
 def test_manager_waits_when_somebody_else_is_creating_the_table() -> None:
@@ -642,4 +643,3 @@ def test_manager_refuses_another_key_schema_before_waiting() -> None:
         with pytest.raises(ConfigError, match=r"pk \(string, HASH\), sk \(binary, RANGE\)"):
             tables.find("p-t") if use == "find" else tables.ensure("p-t", "t")
         assert client.calls == ["DescribeTable"]  # no waiting, no creating
-        assert client.waits == []
