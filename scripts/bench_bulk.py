@@ -52,10 +52,11 @@ Usage::
 moto (the default, embedded) is a Python process that spends milliseconds of CPU per request
 and per item, and applies one request at a time; on a small machine it, not the client, is the
 bottleneck, which caps every figure here and so the ratio as well. Its Scan also sorts and
-walks the whole table for every page (and hashes every item's key for a segment), so the
-copy's 100-item pages (``max(batch_size, 100)``) cost it about ten times what a hand scan's
-1 MB pages do; DynamoDB has no such cost. ``--copy-page-size N`` shows what pages of ``N``
-items would give (it swaps `gateway.migrate.DEFAULT_EXPORT_PAGE_SIZE` for the copy).
+walks the whole table for every page (and hashes every item's key for a segment), so small
+scan pages cost it far more than a hand scan's 1 MB pages; DynamoDB has no such cost. The copy
+reads pages of ``max(batch_size, gateway.migrate.COPY_PAGE_SIZE)`` (1,000) items;
+``--copy-page-size N`` shows what pages of ``N`` items would give (it swaps that constant for
+the copy).
 """
 
 from __future__ import annotations
@@ -317,17 +318,17 @@ def fill_source(endpoint_url: str, docs: dict[str, dict[str, Any]]) -> None:
 @contextmanager
 def scan_page_size(size: int | None) -> Iterator[None]:
     """``--copy-page-size``, a what-if: the copy's scan pages of ``size`` items instead of
-    ``max(batch_size, gateway.migrate.DEFAULT_EXPORT_PAGE_SIZE)`` (the module's constant is
-    swapped for the call; None leaves the gateway as it is)."""
+    ``max(batch_size, gateway.migrate.COPY_PAGE_SIZE)`` (the module's constant is swapped for
+    the call; None leaves the gateway as it is)."""
     if size is None:
         yield
         return
-    saved = gateway.migrate.DEFAULT_EXPORT_PAGE_SIZE
-    setattr(gateway.migrate, "DEFAULT_EXPORT_PAGE_SIZE", size)  # noqa: B010 (a Final)
+    saved = gateway.migrate.COPY_PAGE_SIZE
+    setattr(gateway.migrate, "COPY_PAGE_SIZE", size)  # noqa: B010 (a Final)
     try:
         yield
     finally:
-        setattr(gateway.migrate, "DEFAULT_EXPORT_PAGE_SIZE", saved)  # noqa: B010
+        setattr(gateway.migrate, "COPY_PAGE_SIZE", saved)  # noqa: B010
 
 
 def run_copy(
@@ -448,7 +449,7 @@ def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: 
                 f"{base:>12,.0f} {par / base:>6.2f}x {seq_ratio:>9}"
             )
     pages = (
-        "its scan pages of 100 items"
+        f"its scan pages of {gateway.migrate.COPY_PAGE_SIZE:,} items"
         if setup.copy_page_size is None
         else f"scan pages of {setup.copy_page_size} items (--copy-page-size, a what-if)"
     )
