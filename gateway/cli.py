@@ -678,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start at line N (after an interruption: the last line committed + 1)",
     )
-    import_.add_argument("--batch-size", type=int, default=25, help="documents per save_many")
+    import_.add_argument(
+        "--batch-size", type=int, default=100, help="documents per save_many (default 100)"
+    )
     import_.add_argument(
         "--max-in-flight",
         type=int,
@@ -708,7 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--to-region", help="the target's AWS region")
     copy.add_argument("--to-table-prefix", metavar="PREFIX", help="the target's table prefix")
     copy.add_argument("--to-collection", metavar="NAME", help="the target collection's name")
-    copy.add_argument("--batch-size", type=int, default=25, help="documents per save_many")
+    copy.add_argument(
+        "--batch-size", type=int, default=100, help="documents per save_many (default 100)"
+    )
     copy.add_argument(
         "--max-in-flight",
         type=int,

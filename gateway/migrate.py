@@ -68,8 +68,10 @@ from gateway.metrics import cost_dollars
 from gateway.service import DatabaseService, Document
 from gateway.write_window import WindowFailed, WriteWindow
 
-#: Documents per ``save_many`` call, by default (one BatchWriteItem request).
-DEFAULT_BATCH_SIZE: Final = 25
+#: Documents per ``save_many`` call, by default: one BatchGetItem of the stored revisions
+#: (100 keys) and four BatchWriteItem requests (25 items each); smaller batches read the
+#: revisions in more, smaller requests.
+DEFAULT_BATCH_SIZE: Final = 100
 #: The largest batch accepted: ``save_many`` splits it into requests of 25 itself; larger
 #: batches only make the unit of resumption (and of memory) bigger.
 MAX_BATCH_SIZE: Final = 1000

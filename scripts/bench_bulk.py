@@ -17,7 +17,7 @@ gateway                       batch_writer
 
 ``save_many`` / ``delete_many`` run with ``bulk.max_in_flight`` requests in flight (8 by
 default); the import (`gateway.migrate.import_lines`, what ``gateway import`` runs, fed an
-in-memory list of JSON lines) with its default ``max_in_flight`` (8 batches of 25 at once),
+in-memory list of JSON lines) with its default ``max_in_flight`` (8 batches of 100 at once),
 plainly and with ``into_empty=True`` (no revision reads); the copy
 (`gateway.migrate.copy_collection`, what ``gateway copy`` runs) from one table prefix to
 another on the same emulator with its default ``max_in_flight`` and ``segments`` (8 and 4).
@@ -455,7 +455,7 @@ def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: 
     )
     print(
         f"\ngateway: save_many / delete_many with bulk.max_in_flight {setup.in_flight}; import "
-        f"with max_in_flight {setup.import_in_flight} (batches of 25); copy with max_in_flight "
+        f"with max_in_flight {setup.import_in_flight} (batches of {gateway.migrate.DEFAULT_BATCH_SIZE}); copy with max_in_flight "
         f"{setup.import_in_flight}, {setup.segments} scan segments and {pages}.\n"
         "gateway x1: one request (save_many / delete_many) or one batch and one segment "
         "(import / copy) at a time.\n"
