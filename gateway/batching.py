@@ -856,6 +856,8 @@ def write_with_revisions(
         while True:
             unprocessed = store.batch_write([requests[key] for key in pending])
             left = {_request_key(request) for request in unprocessed}
+            if None in left:  # a request we cannot name: none is known to be written
+                left = set(pending)
             for key in pending:
                 if key not in left:
                     results[key] = outcomes[key]

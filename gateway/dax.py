@@ -135,6 +135,51 @@ class DaxConnectionError(BotocoreConnectionError):
     fmt = "DAX cluster {endpoint} could not be reached: {error}"
 
 
+def restore_unprocessed_keys(
+    sent: Mapping[str, Any], unprocessed: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``unprocessed`` with each PutRequest's item replaced by the item that was sent: the one
+    with the same ``_rev`` (every gateway write carries its own), else the one whose
+    attributes it holds. An unprocessed put that matches nothing sent raises
+    `ServiceUnavailableError` (never a silent loss)."""
+    restored: dict[str, Any] = {}
+    for table, requests in unprocessed.items():
+        items = [r["PutRequest"]["Item"] for r in sent.get(table, []) if "PutRequest" in r]
+        by_rev = {
+            _freeze(item.get(_REV_ATTRIBUTE)): item for item in items if _REV_ATTRIBUTE in item
+        }
+        fixed = []
+        for request in requests:
+            put = request.get("PutRequest")
+            if put is None:
+                fixed.append(request)
+                continue
+            item = put.get("Item") or {}
+            original = (
+                by_rev.get(_freeze(item.get(_REV_ATTRIBUTE))) if _REV_ATTRIBUTE in item else None
+            )
+            if original is None:
+                matches = [i for i in items if all(i.get(k) == v for k, v in item.items())]
+                original = matches[0] if len(matches) == 1 else None
+            if original is None:
+                raise ServiceUnavailableError(
+                    "DAX returned an unprocessed PutRequest that matches no item sent (its "
+                    f"attributes: {sorted(item)}); the batch's outcome is unknown: read the "
+                    "documents back before writing them again",
+                    operation="BatchWriteItem",
+                )
+            fixed.append({"PutRequest": {"Item": original}})
+        restored[table] = fixed
+    return restored
+
+
+def _freeze(value: Any) -> Any:
+    return repr(value)
+
+
+_REV_ATTRIBUTE = "_rev"
+
+
 # --------------------------------------------------------------------------------------------
 # Building the service
 # --------------------------------------------------------------------------------------------
@@ -403,8 +448,17 @@ class DaxDataClient:
         return self._call("UpdateItem", self._client.update_item, kwargs)
 
     def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
-        """BatchWriteItem through DAX."""
-        return self._call("BatchWriteItem", self._client.batch_write_item, kwargs)
+        """BatchWriteItem through DAX, with the keys of unprocessed puts restored: amazondax
+        2.1.0 hands back an unprocessed PutRequest without its key attributes
+        (``Assemblers.py``), and resent as is it would be refused, or, coalesced, taken for
+        written (see `restore_unprocessed_keys`)."""
+        response = self._call("BatchWriteItem", self._client.batch_write_item, kwargs)
+        unprocessed = response.get("UnprocessedItems")
+        if unprocessed:
+            response["UnprocessedItems"] = restore_unprocessed_keys(
+                kwargs.get("RequestItems") or {}, unprocessed
+            )
+        return response
 
     def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
         """TransactWriteItems through DAX."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -62,6 +63,8 @@ from gateway.service import ABSENT, Document, IfRev, SaveResult
 from gateway.tables import IndexSpec, TableInfo, TableManager
 
 T = TypeVar("T")
+
+_log = logging.getLogger("gateway")
 
 #: DynamoDB's largest TotalSegments of a parallel scan.
 MAX_SCAN_SEGMENTS = 1_000_000
@@ -187,6 +190,9 @@ class DynamoDBService:
         self._client = session.client(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
+        #: A data plane with a cache of its own (DAX) must see a write whose answer was lost
+        #: and settled by a read around it again (see `_write_through_data_plane`).
+        self._data_plane_caches = data_resource is not None
         self._resource = data_resource or session.resource(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
@@ -385,7 +391,9 @@ class DynamoDBService:
                 and isinstance(if_rev, str)
                 and not self._exists(table, doc_id, exc.stored)
             ):
-                return if_rev, UNKNOWN_PREVIOUS  # removed by the attempt whose answer was lost
+                # Removed by the attempt whose answer was lost.
+                self._delete_through_data_plane(table, doc_id)
+                return if_rev, UNKNOWN_PREVIOUS
             raise _conflict(db_name, doc_id, if_rev, "DeleteItem") from exc
         old = response.get("Attributes")
         if not old:
@@ -890,6 +898,7 @@ class DynamoDBService:
                 if (exc.stored is not None or attempts.ambiguous) and self._stored_rev(
                     table, doc_id, exc.stored
                 ) == rev:
+                    self._write_through_data_plane(table, item, rev)
                     return rev, UNKNOWN_PREVIOUS
                 db_name = table[len(self.table_prefix) :]
                 raise _conflict(db_name, doc_id, if_rev, "PutItem") from exc
@@ -911,6 +920,7 @@ class DynamoDBService:
                 stored_rev = self._stored_rev(table, doc_id, exc.stored)
             if stored_rev == rev:
                 # An earlier attempt was applied and only its answer was lost.
+                self._write_through_data_plane(table, item, rev)
                 return rev, UNKNOWN_PREVIOUS
             if stored_rev is None:
                 # No item, or one written without a _rev (e.g. by the original service).
@@ -963,6 +973,41 @@ class DynamoDBService:
             return UNKNOWN_PREVIOUS  # the old item of a retry may be the lost attempt's own
         old = response.get("Attributes")
         return dict(old) if old else None
+
+    def _write_through_data_plane(self, table: str, item: dict[str, Any], rev: str) -> None:
+        """A save whose answer was lost and that a read around the data plane showed applied:
+        with DAX, put the same item again (only if it is still ours) so that DAX's item cache,
+        which never saw the write succeed, stops answering the previous copy. Best effort:
+        the save is done either way."""
+        if not self._data_plane_caches:
+            return
+        params: dict[str, Any] = {"Item": item, "ConditionExpression": Attr(_REV).eq(rev)}
+        self._best_effort("PutItem", table, lambda: self._table(table).put_item(**params))
+
+    def _delete_through_data_plane(self, table: str, doc_id: str) -> None:
+        """The same for a conditional delete: a delete of the (now missing) item, if it is
+        still missing, goes through DAX's item cache."""
+        if not self._data_plane_caches:
+            return
+        params: dict[str, Any] = {
+            "Key": {_ID: doc_id},
+            "ConditionExpression": Attr(_ID).not_exists(),
+        }
+        self._best_effort("DeleteItem", table, lambda: self._table(table).delete_item(**params))
+
+    def _best_effort(self, operation: str, table: str, fn: Callable[[], Any]) -> None:
+        try:
+            self._call(operation, table, fn)
+        except _ConditionFailed:
+            pass  # another writer's write went through the data plane's cache since
+        except GatewayError as exc:
+            _log.warning(
+                "%s on %r: the write was applied, but the data plane's cache could not be "
+                "refreshed (%s); it may answer the previous copy until its TTL",
+                operation,
+                table,
+                exc,
+            )
 
     def _exists(self, table: str, doc_id: str, stored: Mapping[str, Any] | None) -> bool:
         """Whether the document exists after a failed condition: AWS returned it, or a

@@ -111,6 +111,8 @@ class _Collection:
     drop_due: float | None = None  # monotonic time the collection's cache must be dropped at
     applied: int = 0
     lag_s: float | None = None
+    #: The longest a record of the last batch waited (its oldest: the idle polls show here).
+    max_lag_s: float | None = None
     newest_at: float | None = None
 
 
@@ -564,6 +566,8 @@ class StreamFollower:
             collection.applied += len(changes)
             collection.newest_at = newest
             collection.lag_s = max(0.0, now - newest) if newest else None
+            oldest = min(change.created_at for change in changes)
+            collection.max_lag_s = max(0.0, now - oldest) if oldest else None
         shard.pending = []
         sequence = shard.pending_sequence
         shard.pending_sequence = None
@@ -616,13 +620,15 @@ class StreamFollower:
     # -- the rest -----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Per collection: records applied and the lag of the newest record applied (seconds
-        from DynamoDB writing it to the caches having it)."""
+        """Per collection: records applied, the lag of the newest record applied (seconds
+        from DynamoDB writing it to the caches having it) and ``max_lag_s``, the longest a
+        record of that batch waited."""
         with self._lock:
             per = {
                 c.db_name: {
                     "records_applied": c.applied,
                     "lag_s": c.lag_s,
+                    "max_lag_s": c.max_lag_s,
                     "shards_held": sum(1 for s in c.shards.values() if s.held),
                 }
                 for c in self._collections.values()
