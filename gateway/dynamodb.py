@@ -193,6 +193,8 @@ class DynamoDBService:
         #: A data plane with a cache of its own (DAX) must see a write whose answer was lost
         #: and settled by a read around it again (see `_write_through_data_plane`).
         self._data_plane_caches = data_resource is not None
+        self._assumed_lock = threading.Lock()
+        self._last_assumed = 0
         self._resource = data_resource or session.resource(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
@@ -541,7 +543,7 @@ class DynamoDBService:
         with self.write_locks.hold([(table, doc_id) for doc_id in items]):
             if assume_new:
                 for item in items.values():
-                    item[_REV] = self._revisions.make(self._revisions.next_generation(None))
+                    item[_REV] = self._revisions.make(self._assumed_generation())
                 puts = [{"PutRequest": {"Item": item}} for item in items.values()]
                 self._bulk.run(self._write_tasks(table, puts))
             else:
@@ -973,6 +975,15 @@ class DynamoDBService:
             return UNKNOWN_PREVIOUS  # the old item of a retry may be the lost attempt's own
         old = response.get("Attributes")
         return dict(old) if old else None
+
+    def _assumed_generation(self) -> int:
+        """A generation for a document assumed new (``assume_new``): from the clock, but above
+        every one issued so before by this service, so that an id written twice in one import
+        still goes up if the clock steps back between the two."""
+        with self._assumed_lock:
+            generation = max(self._revisions.next_generation(None), self._last_assumed + 1)
+            self._last_assumed = generation
+            return generation
 
     def _write_through_data_plane(self, table: str, item: dict[str, Any], rev: str) -> None:
         """A save whose answer was lost and that a read around the data plane showed applied:

@@ -157,7 +157,10 @@ class CapacityDelta:
     """What a service's ``stats()`` reports consumed from now on (None if it reports none)."""
 
     def __init__(self, *services: Any) -> None:
-        self._services = services
+        # A caching gateway reports its service's figures: count each service once (a copy
+        # between two collections of one service, or from a gateway to its own service).
+        bare = {id(b): b for b in (getattr(s, "service", s) for s in services)}
+        self._services = tuple(bare.values())
         self._start = self._totals()
 
     def _totals(self) -> tuple[float, float] | None:

@@ -36,7 +36,7 @@ from gateway.migrate import (
     parse_line,
     plural,
 )
-from gateway.revisions import parse_generation
+from gateway.revisions import RevisionMaker, parse_generation
 
 COLLECTION = "people"
 
@@ -535,6 +535,26 @@ def test_copy_into_empty_skips_the_revision_reads_and_refuses_a_filled_target(
         copy_collection(source, target, COLLECTION, into_empty=True)
     with pytest.raises(ValidationError, match="exclude each other"):
         copy_collection(source, target, COLLECTION, into_empty=True, skip_existing=True)
+
+
+def test_a_copy_within_one_service_counts_its_capacity_once(source: DynamoDBService) -> None:
+    before = source.stats()["consumed_capacity"]
+    summary = copy_collection(source, source, COLLECTION, target_db_name="people_twin")
+    after = source.stats()["consumed_capacity"]
+    assert summary.capacity is not None
+    assert summary.capacity.write_units == after["write_units"] - before["write_units"]
+    assert summary.capacity.read_units == after["read_units"] - before["read_units"]
+
+
+def test_assumed_new_generations_go_up_even_if_the_clock_steps_back(
+    service_for: Any, table_prefix: str
+) -> None:
+    clock = iter([2_000_000_000_000_000, 1_999_999_000_000_000])
+    service = service_for(table_prefix + "clock-")
+    service._revisions = RevisionMaker(clock_us=lambda: next(clock))
+    first = service.save_many(COLLECTION, {"a": {"v": 1}}, assume_new=True)["a"]
+    second = service.save_many(COLLECTION, {"a": {"v": 2}}, assume_new=True)["a"]
+    assert parse_generation(second) == (parse_generation(first) or 0) + 1
 
 
 def test_copy_to_the_same_table_is_refused(source: DynamoDBService, service_for: Any) -> None:
