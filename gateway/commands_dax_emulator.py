@@ -15,14 +15,13 @@ import signal
 import sys
 import threading
 
-from gateway.cli import EXIT_FAILURE, EXIT_OK
-from gateway.commands_emulator import _start, _stop_on_signals, port_is_free
+from gateway.cli import EXIT_OK
+from gateway.commands_emulator import _start, _stop_on_signals, port_is_free, serve_until_stopped
 from gateway.emulator import DEFAULT_HOST, DUMMY_CREDENTIALS, DUMMY_REGION, ensure_dummy_credentials
 from gateway.errors import ValidationError
 
 DEFAULT_PORT = 8111
 DEFAULT_TTL_MS = 300_000
-WATCH_INTERVAL_S = 1.0
 
 
 def export_lines(dax_url: str, dynamodb_url: str, *, dummy_credentials: bool) -> list[str]:
@@ -67,29 +66,24 @@ def cmd_dax_emulator(args: argparse.Namespace) -> int:
             query_ttl_s=args.query_ttl_ms / 1000,
         )
         with emulator:
-            for line in export_lines(
-                emulator.endpoint_url, upstream, dummy_credentials=embedded is not None
-            ):
-                print(line)
-            sys.stdout.flush()
-            print(
+            code = serve_until_stopped(
+                stop,
+                export_lines(
+                    emulator.endpoint_url, upstream, dummy_credentials=embedded is not None
+                ),
                 f"# DAX emulator on {emulator.endpoint_url} in front of DynamoDB at {upstream} "
                 f"(record TTL {args.record_ttl_ms} ms, query TTL {args.query_ttl_ms} ms). "
                 "Ctrl-C to stop.",
-                file=sys.stderr,
-                flush=True,
+                lambda: emulator.running and (embedded is None or embedded.running),
             )
-            while not stop.wait(WATCH_INTERVAL_S):
-                if not emulator.running or (embedded is not None and not embedded.running):
-                    print("error: the emulator exited on its own", file=sys.stderr)
-                    return EXIT_FAILURE
     finally:
         if embedded is not None:
             embedded.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-    print("# DAX emulator stopped", file=sys.stderr)
-    return EXIT_OK
+    if code == EXIT_OK:
+        print("# DAX emulator stopped", file=sys.stderr)
+    return code
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from gateway.cli import EXIT_FAILURE, EXIT_OK
@@ -80,6 +81,23 @@ def _start(port: int | None) -> EmbeddedDynamoDB:
         raise ServiceUnavailableError(f"The emulator did not start: {exc}") from exc
 
 
+def serve_until_stopped(
+    stop: threading.Event, exports: list[str], banner: str, running: Callable[[], bool]
+) -> int:
+    """Print the export lines (stdout, flushed: a script or a test waits for them) and the
+    banner (stderr), then wait for ``stop`` (Ctrl-C, SIGTERM); EXIT_FAILURE if what is served
+    stops ``running`` on its own first."""
+    for line in exports:
+        print(line)
+    sys.stdout.flush()
+    print(banner, file=sys.stderr, flush=True)
+    while not stop.wait(WATCH_INTERVAL_S):
+        if not running():
+            print("error: the emulator exited on its own", file=sys.stderr)
+            return EXIT_FAILURE
+    return EXIT_OK
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     port = choose_port(DEFAULT_HOST, args.port)
     stop = threading.Event()
@@ -87,26 +105,21 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     try:
         emulator = _start(port)
         try:
-            for line in export_lines(emulator.endpoint_url):
-                print(line)
-            sys.stdout.flush()  # a reader (a script, a test) waits for these lines
-            print(
+            code = serve_until_stopped(
+                stop,
+                export_lines(emulator.endpoint_url),
                 f"# DynamoDB emulator (moto, pid {emulator.pid}) on {emulator.endpoint_url}; "
                 "data in memory only. Ctrl-C to stop.",
-                file=sys.stderr,
-                flush=True,
+                lambda: emulator.running,
             )
-            while not stop.wait(WATCH_INTERVAL_S):
-                if not emulator.running:
-                    print("error: the emulator exited on its own", file=sys.stderr)
-                    return EXIT_FAILURE
         finally:
             emulator.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-    print("# emulator stopped", file=sys.stderr)
-    return EXIT_OK
+    if code == EXIT_OK:
+        print("# emulator stopped", file=sys.stderr)
+    return code
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

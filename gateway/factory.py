@@ -11,7 +11,7 @@ from gateway.caches.partitioned import PartitionedMemoryCache
 from gateway.config import Settings
 from gateway.dynamodb import DynamoDBService
 from gateway.errors import ConfigError
-from gateway.gateway import CachingGateway
+from gateway.gateway import DEFAULT_FILL_DEADLINE_S, CachingGateway
 from gateway.retry import RetryBudget, RetryPolicy
 from gateway.service import DatabaseService
 from gateway.streams.follower import VIEW_TYPE as STREAM_VIEW_TYPE
@@ -94,10 +94,16 @@ def get_database_service(settings: Settings | None = None) -> DatabaseService:
 
 
 def build_gateway(
-    settings: Settings, service: DynamoDBService, cache: CacheBackend
+    settings: Settings,
+    service: DynamoDBService,
+    cache: CacheBackend,
+    *,
+    fill_deadline_s: float = DEFAULT_FILL_DEADLINE_S,
+    stream_lease_s: float | None = None,
 ) -> CachingGateway:
     """A caching gateway in front of ``service`` with the settings' policies and breaker,
-    following the collections' streams when ``STREAMS_INVALIDATION`` is on."""
+    following the collections' streams when ``STREAMS_INVALIDATION`` is on (``fill_deadline_s``
+    and the streams' lease, None for the default, are for tests)."""
     gateway = CachingGateway(
         service,
         cache,
@@ -107,6 +113,7 @@ def build_gateway(
             reset_s=settings.REDIS_BREAKER_RESET_S,
         ),
         intent_ttl_s=settings.CACHE_WRITE_INTENT_S,
+        fill_deadline_s=fill_deadline_s,
         unreachable_writes=_unreachable_writes(settings),
         max_query_bytes=settings.CACHE_MAX_QUERY_BYTES,
         query_invalidation=settings.CACHE_QUERY_INVALIDATION,
@@ -114,7 +121,7 @@ def build_gateway(
     if settings.STREAMS_INVALIDATION:
         from gateway.streams.setup import build_follower
 
-        gateway.follow_streams(build_follower(settings, gateway))
+        gateway.follow_streams(build_follower(settings, gateway, lease_s=stream_lease_s))
     return gateway
 
 

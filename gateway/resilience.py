@@ -173,13 +173,8 @@ class GuardedCache:
 
     def get_many(self, keys: Sequence[str]) -> list[Entry | Miss]:
         """One answer per key, in order (MISS for what the cache cannot answer)."""
-        entries = self._call("get", self.cache.get_many, keys)
-        if entries is UNAVAILABLE:
-            return [MISS] * len(keys)
-        if self._pending:
-            pending = self._pending
-            return [MISS if key in pending else e for key, e in zip(keys, entries, strict=True)]
-        return entries
+        entries = self.read_many(keys)
+        return [MISS] * len(keys) if entries is None else entries
 
     def read_many(self, keys: Sequence[str]) -> list[Entry | Miss] | None:
         """Like `get_many`, but None when the cache did not answer (a caller that must know,

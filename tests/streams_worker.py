@@ -27,11 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.breaker import CircuitBreaker
 from gateway.config import Settings
-from gateway.factory import build_cache, build_dynamodb_service
+from gateway.factory import build_cache, build_dynamodb_service, build_gateway
 from gateway.gateway import CachingGateway
-from gateway.streams.setup import build_follower
 
 #: The fill deadline of the instances the tests build: the one-time drop of a collection whose
 #: follower starts at the stream's newest record comes this long after it started (2 s by
@@ -44,9 +42,9 @@ SENTINEL = "__sentinel__"
 def make_instance(
     settings: Settings, *, lease_s: float | None = None, fill_deadline_s: float = FILL_DEADLINE_S
 ) -> CachingGateway:
-    """A caching gateway following its collections' streams, built as
-    `gateway.factory.build_gateway` builds it, but with the lease (None: the default) and fill
-    deadline given here."""
+    """A caching gateway following its collections' streams, built by
+    `gateway.factory.build_gateway`, with the lease (None: the default) and fill deadline
+    given here."""
     assert settings.STREAMS_INVALIDATION
     cache = build_cache(settings)
     try:
@@ -54,29 +52,17 @@ def make_instance(
     except BaseException:
         cache.close()
         raise
-    gateway = CachingGateway(
-        service,
-        cache,
-        policy_for=settings.cache_policy,
-        breaker=CircuitBreaker(
-            failure_threshold=settings.REDIS_BREAKER_FAILURES,
-            reset_s=settings.REDIS_BREAKER_RESET_S,
-        ),
-        intent_ttl_s=settings.CACHE_WRITE_INTENT_S,
-        fill_deadline_s=fill_deadline_s,
-        unreachable_writes="accept",  # what the factory chooses with streams on
-        max_query_bytes=settings.CACHE_MAX_QUERY_BYTES,
-        query_invalidation=settings.CACHE_QUERY_INVALIDATION,
-    )
+    healthy = getattr(cache, "wait_healthy", None)
+    if healthy is not None:
+        healthy(10.0)
     try:
-        healthy = getattr(cache, "wait_healthy", None)
-        if healthy is not None:
-            healthy(10.0)
-        gateway.follow_streams(build_follower(settings, gateway, lease_s=lease_s))
+        return build_gateway(
+            settings, service, cache, fill_deadline_s=fill_deadline_s, stream_lease_s=lease_s
+        )
     except BaseException:
-        gateway.close()
+        service.close()
+        cache.close()
         raise
-    return gateway
 
 
 def _exit_with_parent(parent: int) -> None:
