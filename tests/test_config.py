@@ -265,6 +265,23 @@ def test_write_intents_outlive_the_fill_deadline(tmp_path: Path) -> None:
         Settings.from_yaml(write_yaml(tmp_path, "cache:\n  write_intent_seconds: 1\n"))
 
 
+def test_streams_invalidation_from_yaml_env_and_keyword(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_yaml(tmp_path, "cache:\n  backend: redis\n  streams_invalidation: true\n")
+    assert Settings.from_yaml(path).STREAMS_INVALIDATION is True
+    assert Settings.from_yaml(path, STREAMS_INVALIDATION=False).STREAMS_INVALIDATION is False
+    monkeypatch.setenv("STREAMS_INVALIDATION", "true")
+    assert Settings(CACHE_BACKEND="memory").STREAMS_INVALIDATION is True
+
+
+@pytest.mark.parametrize("backend", ["none", "dax"])
+def test_streams_invalidation_needs_a_cache_it_can_update(backend: str) -> None:
+    extra = {"DAX_ENDPOINT_URL": "dax://localhost:8111"} if backend == "dax" else {}
+    with pytest.raises(ConfigError, match=r"STREAMS_INVALIDATION .*memory, redis or tiered"):
+        Settings(CACHE_BACKEND=backend, STREAMS_INVALIDATION=True, **extra)
+
+
 def test_unreachable_writes_takes_only_refuse_or_accept(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unreachable_writes"):
         Settings.from_yaml(write_yaml(tmp_path, "cache:\n  unreachable_writes: sometimes\n"))
