@@ -437,7 +437,11 @@ def test_outside_writes_reach_every_reader_within_the_bound(
         readers += [make_instance(settings), make_instance(settings)]
         assert readers[0].stats()["streams"] == {"records_applied": 0, "collections": {}}
         start(readers, backend, outside, {doc_id: {"v": "saved"} for doc_id in ids})
-        assert [streams_of(r)["lag_s"] for r in readers] == [None, None]  # nothing applied
+        # The first save's records may or may not be applied yet (they race the followers'
+        # positioning at the stream's newest record): either way the figure is sane.
+        for reader in readers:
+            lag = streams_of(reader)["lag_s"]
+            assert lag is None or 0.0 <= lag < VISIBLE_S
         for offset in range(ROUNDS):
             for reader in readers:  # each caches the current copy of every document
                 for doc_id in ids:
