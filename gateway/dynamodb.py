@@ -61,6 +61,7 @@ from gateway.retry import RetryPolicy, botocore_config, may_have_been_applied
 from gateway.revisions import RevisionMaker, parse_generation
 from gateway.service import ABSENT, Document, IfRev, SaveResult
 from gateway.tables import IndexSpec, TableInfo, TableManager
+from gateway.wire_items import batch_get_in_wire_form, batch_write_in_wire_form
 
 T = TypeVar("T")
 
@@ -198,6 +199,10 @@ class DynamoDBService:
         self._resource = data_resource or session.resource(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
+        #: Bulk requests (BatchWriteItem, revision reads) go through the plain client with
+        #: items serialized in `gateway.wire_items`, skipping the resource's model walk; not
+        #: with a data plane of its own (DAX), which must see every write.
+        self._bulk_client: Any = None if data_resource is not None else self._client
         self._tables = TableManager(
             self._client, self._indexes_for, self._call, stream_view_type=stream_view_type
         )
@@ -220,7 +225,9 @@ class DynamoDBService:
         # data resource of the caller's (DAX): DAX leaves it out of answers from its cache,
         # which cost DynamoDB nothing.
         self._estimate_capacity = data_resource is None
-        _request_consumed_capacity(self._resource)
+        _request_consumed_capacity(self._resource_client())
+        if self._bulk_client is not None:
+            _request_consumed_capacity(self._bulk_client)
 
     # ------------------------------------------------------------------ documents
 
@@ -1097,16 +1104,19 @@ class DynamoDBService:
                 "Keys": [{_ID: doc_id} for doc_id in ids[start : start + MAX_BATCH_GET_KEYS]],
                 "ConsistentRead": self.consistent_read or projection,
             }
+            send = self._resource.batch_get_item
             if projection:
                 request["ProjectionExpression"] = "#id, #rev"
                 request["ExpressionAttributeNames"] = {"#id": _ID, "#rev": _REV}
+                if self._bulk_client is not None:
+                    send = functools.partial(batch_get_in_wire_form, self._bulk_client)
             pending: dict[str, Any] = {table: request}
             state = self._retry.start("BatchGetItem")
             while pending:
                 response = self._call(
                     "BatchGetItem",
                     table,
-                    functools.partial(self._resource.batch_get_item, RequestItems=pending),
+                    functools.partial(send, RequestItems=pending),
                     request={"RequestItems": pending},
                 )
                 yield from response.get("Responses", {}).get(table, [])
@@ -1116,7 +1126,11 @@ class DynamoDBService:
             state.succeeded()
 
     def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
-        """BatchWriteItem, 25 requests at a time, UnprocessedItems retried with backoff."""
+        """BatchWriteItem, 25 requests at a time, UnprocessedItems retried with backoff
+        (through the plain client, in wire form, unless the data plane is DAX)."""
+        send: Callable[..., dict[str, Any]] = self._resource.batch_write_item
+        if self._bulk_client is not None:
+            send = functools.partial(batch_write_in_wire_form, self._bulk_client)
         for start in range(0, len(requests), MAX_BATCH_WRITE_ITEMS):
             pending: dict[str, Any] = {table: requests[start : start + MAX_BATCH_WRITE_ITEMS]}
             state = self._retry.start("BatchWriteItem")
@@ -1124,7 +1138,7 @@ class DynamoDBService:
                 response = self._call(
                     "BatchWriteItem",
                     table,
-                    functools.partial(self._resource.batch_write_item, RequestItems=pending),
+                    functools.partial(send, RequestItems=pending),
                     request={"RequestItems": pending},
                 )
                 pending = response.get("UnprocessedItems") or {}
@@ -1209,15 +1223,14 @@ def _raise_first_error(outcomes: list[WriteResult | BaseException]) -> None:
             raise outcome
 
 
-def _request_consumed_capacity(resource: Any) -> None:
-    """Make every data-plane call of ``resource`` ask for ``ReturnConsumedCapacity=TOTAL``.
+def _request_consumed_capacity(client: Any) -> None:
+    """Make every data-plane call of ``client`` ask for ``ReturnConsumedCapacity=TOTAL``.
 
-    Added by a botocore ``before-parameter-build`` hook on the resource's client (after boto3
-    copied the caller's parameters), so the requests the service builds stay as they are. The
-    DAX client emits the same events and encodes the parameter. A resource without botocore
-    events gets no hook: its responses then carry no capacity, and none is counted for it.
+    Added by a botocore ``before-parameter-build`` hook (after boto3 copied the caller's
+    parameters), so the requests the service builds stay as they are. The DAX client emits the
+    same events and encodes the parameter. A client without botocore events (or none) gets no
+    hook: its responses then carry no capacity, and none is counted for it.
     """
-    client = getattr(getattr(resource, "meta", None), "client", None)
     events = getattr(getattr(client, "meta", None), "events", None)
     if events is None:
         return

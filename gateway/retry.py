@@ -619,6 +619,12 @@ def botocore_config(
         # rather than "legacy" so that nothing of the legacy handler's DynamoDB special case
         # (10 attempts) applies either.
         retries={"total_max_attempts": 1, "mode": "standard"},
+        # Every request is built here from documents, ids and names the service has already
+        # validated (typed errors, before anything is sent); botocore's second walk of each
+        # request against the API model cost about 28 % of the client CPU of a BatchWriteItem
+        # of 25 documents of 1 KB (3.85 -> 2.76 ms). A request DynamoDB refuses still comes
+        # back as its ValidationException, translated like any other.
+        parameter_validation=False,
     )
 
 

@@ -411,9 +411,9 @@ def test_a_failed_batch_lets_the_others_in_flight_finish_first(
         with cond:
             state["answered"].append(state["returned"])
 
-    client = service_clients(svc)[-1]
-    client.meta.events.register("before-send.dynamodb", before_send)
-    client.meta.events.register("after-call.dynamodb.BatchWriteItem", after_call)
+    for client in service_clients(svc):
+        client.meta.events.register("before-send.dynamodb", before_send)
+        client.meta.events.register("after-call.dynamodb.BatchWriteItem", after_call)
 
     def call() -> Any:
         try:

@@ -28,6 +28,7 @@ primary (with replicas / Sentinel / a managed failover endpoint) instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -65,8 +66,8 @@ from gateway.caches.base import (
     check_intent,
 )
 from gateway.caches.codec import RECORD_LUA_PATTERN, decode_entry, encode_entry
+from gateway.caches.direct_connections import DirectConnections, client_pipeline
 from gateway.caches.errors import CacheCodecError, CacheUnavailable
-from gateway.caches.read_connections import ReadConnections
 from gateway.errors import ConfigError
 
 DEFAULT_KEY_PREFIX: Final = "gw:"
@@ -319,8 +320,9 @@ class RedisCache:
 
         ``url`` is ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, or
         ``unix://``. Connections come from a blocking pool of ``max_connections``; reads
-        (``GET``, ``MGET``) use up to ``max_connections`` more of their own, taken without a
-        lock (`gateway.caches.read_connections`), so up to twice ``max_connections`` in all.
+        (``GET``, ``MGET``) and the write scripts' pipelines use up to ``max_connections`` more
+        of their own, taken without a lock (`gateway.caches.direct_connections`), so up to twice
+        ``max_connections`` in all.
         Connecting, every command and waiting for a free connection are each bounded by
         ``timeout_s``.
         ``floor_ttl_s``: how long a dropped entry's record stays as a floor (see
@@ -350,8 +352,9 @@ class RedisCache:
             raise ConfigError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         client = redis.Redis(connection_pool=pool)
         self._setup(client, key_prefix, floor_ttl_s, owns_client=True)
-        self._reads: ReadConnections | None = ReadConnections(client, max_connections)
+        self._reads: DirectConnections | None = DirectConnections(client, max_connections)
         self._read = self._reads.command
+        self._pipeline = self._reads.pipeline
         if probe:
             try:
                 self.probe()
@@ -381,6 +384,7 @@ class RedisCache:
         self._setup(client, key_prefix, floor_ttl_s, owns_client=False)
         self._reads = None  # the caller's client, with its own retries: used as it is
         self._read = client.execute_command
+        self._pipeline = functools.partial(client_pipeline, client)
         if probe:
             self.probe()
         return self
@@ -676,19 +680,20 @@ class RedisCache:
         FLUSH``) is the script loaded and the refused calls (which did nothing) sent again.
         """
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                results = pipe.execute(raise_on_error=False)
+            results = self._pipeline(
+                [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+            )
             missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
             if missing:
                 script.sha = self._client.script_load(source)
-                with self._client.pipeline(transaction=False) as pipe:
-                    for i in missing:
-                        keys, args = calls[i]
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    for i, result in zip(missing, pipe.execute(raise_on_error=False), strict=True):
-                        results[i] = result
+                again = self._pipeline(
+                    [
+                        ("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                        for i in missing
+                    ]
+                )
+                for i, result in zip(missing, again, strict=True):
+                    results[i] = result
             _raise_first_error(results)
         except RedisError as exc:
             raise self._unavailable(exc, f"EVALSHA ({operation})") from exc

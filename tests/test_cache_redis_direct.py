@@ -1,4 +1,4 @@
-"""ReadConnections: the cache's GET / MGET on connections of their own, on a real redis-server.
+"""DirectConnections: commands and pipelines on connections of their own, on a real redis-server.
 
 Every test holds a connection busy with a command the server answers only when told (``BLPOP``
 on a list nobody has pushed to yet), so "this connection is in use" and "its reply comes late"
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from gateway.caches.read_connections import ReadConnections
+from gateway.caches.direct_connections import DirectConnections
 from gateway.caches.redis_cache import RedisCache
 from tests.gateway_helpers import Worker, wait_for
 
@@ -35,7 +35,7 @@ def _blocked_clients(admin: redis.Redis) -> int:
 
 def test_reads_reuse_one_connection_when_one_at_a_time(client: redis.Redis) -> None:
     client.set("k", b"v")
-    reads = ReadConnections(client, limit=4)
+    reads = DirectConnections(client, limit=4)
     assert [reads.command("GET", "k") for _ in range(50)] == [b"v"] * 50
     assert reads.made == 1
 
@@ -43,7 +43,7 @@ def test_reads_reuse_one_connection_when_one_at_a_time(client: redis.Redis) -> N
 def test_beyond_the_limit_reads_go_through_the_pool(client: redis.Redis, redis_url: str) -> None:
     client.set("k", b"v")
     admin = redis.Redis.from_url(redis_url)
-    reads = ReadConnections(client, limit=1)
+    reads = DirectConnections(client, limit=1)
     blocked = Worker(lambda: reads.command("BLPOP", "wake", 0))
     wait_for(lambda: _blocked_clients(admin) == 1)  # the only own connection is busy
     assert reads.command("GET", "k") == b"v"  # answered through the client's pool
@@ -60,7 +60,7 @@ def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
     client = redis.Redis(connection_pool=pool)
     admin = redis.Redis.from_url(redis_url)
     client.set("k", b"value of k")
-    reads = ReadConnections(client, limit=1)
+    reads = DirectConnections(client, limit=1)
     with pytest.raises(redis.TimeoutError):
         reads.command("BLPOP", "late", 0)  # no answer within the socket timeout
     admin.rpush("late", b"the late reply")  # would be the next thing read, had we kept it
@@ -74,7 +74,7 @@ def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
 def test_an_error_reply_keeps_the_connection(client: redis.Redis) -> None:
     client.rpush("a-list", b"x")
     client.set("k", b"v")
-    reads = ReadConnections(client, limit=2)
+    reads = DirectConnections(client, limit=2)
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         reads.command("GET", "a-list")
     assert reads.command("GET", "k") == b"v"
@@ -83,7 +83,7 @@ def test_an_error_reply_keeps_the_connection(client: redis.Redis) -> None:
 
 def test_a_forked_child_makes_its_own_connections(client: redis.Redis) -> None:
     client.set("k", b"parent and child")
-    reads = ReadConnections(client, limit=2)
+    reads = DirectConnections(client, limit=2)
     assert reads.command("GET", "k") == b"parent and child"
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
@@ -110,3 +110,54 @@ def test_redis_cache_reads_on_its_own_connections_and_closes_them(redis_url: str
     assert reads is not None and 1 <= reads.made <= 3
     cache.close()
     assert all(connection._sock is None for connection in reads._made)
+
+
+def test_a_pipeline_answers_in_order_with_error_replies_in_their_places(
+    client: redis.Redis,
+) -> None:
+    client.rpush("a-list", b"x")
+    client.set("k", b"v")
+    direct = DirectConnections(client, limit=1)
+    replies = direct.pipeline(
+        [("GET", "k"), ("GET", "a-list"), ("EVALSHA", "0" * 40, 0), ("GET", "k")]
+    )
+    assert replies[0] == b"v" and replies[3] == b"v"
+    assert isinstance(replies[1], redis.ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert isinstance(replies[2], redis.exceptions.NoScriptError)
+    # Every reply was read: the connection is in step for the next command.
+    assert direct.command("GET", "k") == b"v"
+    assert direct.made == 1
+
+
+def test_a_pipeline_beyond_the_limit_goes_through_the_pool(
+    client: redis.Redis, redis_url: str
+) -> None:
+    client.set("k", b"v")
+    admin = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client, limit=1)
+    blocked = Worker(lambda: direct.command("BLPOP", "wake-pipeline", 0))
+    wait_for(lambda: _blocked_clients(admin) == 1)
+    replies = direct.pipeline([("GET", "k"), ("GET", "missing")])
+    assert replies == [b"v", None]
+    assert direct.made == 1
+    admin.rpush("wake-pipeline", b"x")
+    assert blocked.outcome() == [b"wake-pipeline", b"x"]
+    admin.close()
+
+
+def test_a_pipeline_cut_short_by_a_timeout_never_answers_the_next_command(
+    redis_url: str,
+) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=0.2)
+    client = redis.Redis(connection_pool=pool)
+    admin = redis.Redis.from_url(redis_url)
+    client.set("k", b"value of k")
+    direct = DirectConnections(client, limit=1)
+    with pytest.raises(redis.TimeoutError):
+        direct.pipeline([("GET", "k"), ("BLPOP", "late-pipeline", 0)])
+    admin.rpush("late-pipeline", b"the late reply")
+    assert direct.pipeline([("GET", "k")]) == [b"value of k"]
+    assert direct.made == 1
+    admin.close()
+    client.close()
+    pool.disconnect()

@@ -1,0 +1,90 @@
+"""gateway.wire_items: bulk requests through a plain client, Python values in and out.
+
+A stand-in client records what it was sent and answers with part of it unprocessed, as
+DynamoDB does under load (the bulk paths against a real endpoint, partial batches injected at
+the wire, are in test_bulk_writes and test_migrate_faults).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import Binary
+
+from gateway.wire_items import (
+    batch_get_in_wire_form,
+    batch_write_in_wire_form,
+    python_item,
+    wire_item,
+)
+
+ITEM: dict[str, Any] = {
+    "_id": "d1",
+    "_rev": "17-abc",
+    "text": "héllo",
+    "n": Decimal("1.5"),
+    "flag": True,
+    "none": None,
+    "blob": Binary(b"\x00\x01"),
+    "list": [Decimal(1), "two", [Decimal(3)]],
+    "map": {"nested": {"deep": Decimal("-2")}},
+    "strings": {"a", "b"},
+    "numbers": {Decimal(1), Decimal(2)},
+}
+
+
+class AnswersWithTheLastUnprocessed:
+    """Records each call; answers with the last request (or key) of each table unprocessed."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(RequestItems)
+        return {"UnprocessedItems": {t: r[-1:] for t, r in RequestItems.items()}}
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(RequestItems)
+        return {
+            "Responses": {t: [asked["Keys"][0]] for t, asked in RequestItems.items()},
+            "UnprocessedKeys": {
+                t: {**asked, "Keys": asked["Keys"][-1:]} for t, asked in RequestItems.items()
+            },
+        }
+
+
+def test_an_item_goes_to_attribute_values_and_back_unchanged() -> None:
+    wire = wire_item(ITEM)
+    assert wire["n"] == {"N": "1.5"} and wire["flag"] == {"BOOL": True}
+    assert wire["none"] == {"NULL": True} and wire["blob"] == {"B": b"\x00\x01"}
+    assert wire["map"] == {"M": {"nested": {"M": {"deep": {"N": "-2"}}}}}
+    assert sorted(wire["strings"]["SS"]) == ["a", "b"]
+    assert python_item(wire) == ITEM
+
+
+def test_a_batch_write_is_sent_in_wire_form_and_its_unprocessed_come_back_as_values() -> None:
+    client = AnswersWithTheLastUnprocessed()
+    requests = [{"PutRequest": {"Item": ITEM}}, {"DeleteRequest": {"Key": {"_id": "d2"}}}]
+    response = batch_write_in_wire_form(client, RequestItems={"t": requests})
+    assert client.sent == [
+        {
+            "t": [
+                {"PutRequest": {"Item": wire_item(ITEM)}},
+                {"DeleteRequest": {"Key": {"_id": {"S": "d2"}}}},
+            ]
+        }
+    ]
+    assert response["UnprocessedItems"] == {"t": [{"DeleteRequest": {"Key": {"_id": "d2"}}}]}
+
+
+def test_a_batch_get_is_sent_in_wire_form_and_answers_with_values() -> None:
+    client = AnswersWithTheLastUnprocessed()
+    asked = {"Keys": [{"_id": "a"}, {"_id": "b"}], "ConsistentRead": True}
+    response = batch_get_in_wire_form(client, RequestItems={"t": asked})
+    assert client.sent == [
+        {"t": {"Keys": [{"_id": {"S": "a"}}, {"_id": {"S": "b"}}], "ConsistentRead": True}}
+    ]
+    assert response["Responses"] == {"t": [{"_id": "a"}]}
+    assert response["UnprocessedKeys"] == {"t": {"Keys": [{"_id": "b"}], "ConsistentRead": True}}
+    assert asked["Keys"] == [{"_id": "a"}, {"_id": "b"}]  # the caller's request is untouched
