@@ -61,7 +61,11 @@ from gateway.retry import RetryPolicy, botocore_config, may_have_been_applied
 from gateway.revisions import RevisionMaker, parse_generation
 from gateway.service import ABSENT, Document, IfRev, SaveResult
 from gateway.tables import IndexSpec, TableInfo, TableManager
-from gateway.wire_items import batch_get_in_wire_form, batch_write_in_wire_form
+from gateway.wire_items import (
+    batch_get_in_wire_form,
+    batch_write_in_wire_form,
+    scan_in_wire_form,
+)
 
 T = TypeVar("T")
 
@@ -199,9 +203,9 @@ class DynamoDBService:
         self._resource = data_resource or session.resource(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
-        #: Bulk requests (BatchWriteItem, revision reads) go through the plain client with
-        #: items serialized in `gateway.wire_items`, skipping the resource's model walk; not
-        #: with a data plane of its own (DAX), which must see every write.
+        #: Bulk requests (BatchWriteItem, revision reads, Scan) go through the plain client
+        #: with items serialized in `gateway.wire_items`, skipping the resource's model walk;
+        #: not with a data plane of its own (DAX), which must see every request.
         self._bulk_client: Any = None if data_resource is not None else self._client
         self._tables = TableManager(
             self._client, self._indexes_for, self._call, stream_view_type=stream_view_type
@@ -1078,11 +1082,12 @@ class DynamoDBService:
             params["Limit"] = page_size
         if segment is not None:
             params["Segment"], params["TotalSegments"] = segment
+        scan: Callable[..., dict[str, Any]] = self._table(table).scan
+        if self._bulk_client is not None:
+            scan = functools.partial(scan_in_wire_form, self._bulk_client, TableName=table)
         while True:
             try:
-                response = self._call(
-                    "Scan", table, lambda: self._table(table).scan(**params), request=params
-                )
+                response = self._call("Scan", table, lambda: scan(**params), request=params)
             except GatewayError as exc:
                 if "ExclusiveStartKey" in params or not _table_deleted(exc):
                     raise

@@ -16,6 +16,7 @@ from gateway.wire_items import (
     batch_get_in_wire_form,
     batch_write_in_wire_form,
     python_item,
+    scan_in_wire_form,
     wire_item,
 )
 
@@ -32,6 +33,19 @@ ITEM: dict[str, Any] = {
     "strings": {"a", "b"},
     "numbers": {Decimal(1), Decimal(2)},
 }
+
+
+class ScansTwoPages:
+    """Answers a Scan with ITEM and a LastEvaluatedKey, then (from that key) with nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def scan(self, **params: Any) -> dict[str, Any]:
+        self.sent.append(params)
+        if "ExclusiveStartKey" in params:
+            return {"Items": []}
+        return {"Items": [wire_item(ITEM)], "LastEvaluatedKey": {"_id": {"S": "d1"}}}
 
 
 class AnswersWithTheLastUnprocessed:
@@ -88,3 +102,14 @@ def test_a_batch_get_is_sent_in_wire_form_and_answers_with_values() -> None:
     assert response["Responses"] == {"t": [{"_id": "a"}]}
     assert response["UnprocessedKeys"] == {"t": {"Keys": [{"_id": "b"}], "ConsistentRead": True}}
     assert asked["Keys"] == [{"_id": "a"}, {"_id": "b"}]  # the caller's request is untouched
+
+
+def test_a_scan_answers_with_values_and_resumes_from_a_key_of_values() -> None:
+    client = ScansTwoPages()
+    first = scan_in_wire_form(client, TableName="t", Limit=10)
+    assert first["Items"] == [ITEM] and first["LastEvaluatedKey"] == {"_id": "d1"}
+    second = scan_in_wire_form(
+        client, TableName="t", Limit=10, ExclusiveStartKey=first["LastEvaluatedKey"]
+    )
+    assert second["Items"] == [] and "LastEvaluatedKey" not in second
+    assert client.sent[1]["ExclusiveStartKey"] == {"_id": {"S": "d1"}}
