@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="a what-if: the copy reads scan pages of this many items instead of the "
-        "gateway's 100 (see the module docstring)",
+        "gateway's COPY_PAGE_SIZE, 1,000 (see the module docstring)",
     )
     parser.add_argument(
         "--sequential",
