@@ -678,25 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start at line N (after an interruption: the last line committed + 1)",
     )
-    import_.add_argument(
-        "--batch-size", type=int, default=100, help="documents per save_many (default 100)"
+    _add_write_options(
+        import_,
+        read="the next lines are read",
+        existing="leave documents already stored as they are",
+        target="collection",
     )
-    import_.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=8,
-        metavar="N",
-        help="batches saved at once while the next lines are read (default 8)",
-    )
-    import_.add_argument(
-        "--skip-existing", action="store_true", help="leave documents already stored as they are"
-    )
-    import_.add_argument(
-        "--into-empty",
-        action="store_true",
-        help="the collection must be empty (checked first): skip reading stored revisions",
-    )
-    import_.add_argument("--quiet", action="store_true", help="no progress bar")
     copy = add(
         "copy",
         cmd_copy,
@@ -711,32 +698,42 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--to-table-prefix", metavar="PREFIX", help="the target's table prefix")
     copy.add_argument("--to-collection", metavar="NAME", help="the target collection's name")
     copy.add_argument(
-        "--batch-size", type=int, default=100, help="documents per save_many (default 100)"
-    )
-    copy.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=8,
-        metavar="N",
-        help="batches saved at once while the source is read (default 8)",
-    )
-    copy.add_argument(
         "--segments",
         type=int,
         default=4,
         metavar="N",
         help="parallel scan segments the source is read with (default 4)",
     )
-    copy.add_argument(
-        "--skip-existing", action="store_true", help="leave documents the target has as they are"
+    _add_write_options(
+        copy,
+        read="the source is read",
+        existing="leave documents the target has as they are",
+        target="target collection",
     )
-    copy.add_argument(
+    return parser
+
+
+def _add_write_options(
+    command: argparse.ArgumentParser, *, read: str, existing: str, target: str
+) -> None:
+    """The options `gateway import` and `gateway copy` share: how they write."""
+    command.add_argument(
+        "--batch-size", type=int, default=100, help="documents per save_many (default 100)"
+    )
+    command.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=8,
+        metavar="N",
+        help=f"batches saved at once while {read} (default 8)",
+    )
+    command.add_argument("--skip-existing", action="store_true", help=existing)
+    command.add_argument(
         "--into-empty",
         action="store_true",
-        help="the target collection must be empty (checked first): skip reading stored revisions",
+        help=f"the {target} must be empty (checked first): skip reading stored revisions",
     )
-    copy.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

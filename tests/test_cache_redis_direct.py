@@ -40,37 +40,6 @@ def test_reads_reuse_one_connection_when_one_at_a_time(client: redis.Redis) -> N
     assert reads.made == 1
 
 
-def test_beyond_the_limit_reads_go_through_the_pool(client: redis.Redis, redis_url: str) -> None:
-    client.set("k", b"v")
-    admin = redis.Redis.from_url(redis_url)
-    reads = DirectConnections(client, limit=1)
-    blocked = Worker(lambda: reads.command("BLPOP", "wake", 0))
-    wait_for(lambda: _blocked_clients(admin) == 1)  # the only own connection is busy
-    assert reads.command("GET", "k") == b"v"  # answered through the client's pool
-    assert reads.made == 1
-    admin.rpush("wake", b"x")
-    assert blocked.outcome() == [b"wake", b"x"]
-    admin.close()
-
-
-def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
-    redis_url: str,
-) -> None:
-    pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=0.2)
-    client = redis.Redis(connection_pool=pool)
-    admin = redis.Redis.from_url(redis_url)
-    client.set("k", b"value of k")
-    reads = DirectConnections(client, limit=1)
-    with pytest.raises(redis.TimeoutError):
-        reads.command("BLPOP", "late", 0)  # no answer within the socket timeout
-    admin.rpush("late", b"the late reply")  # would be the next thing read, had we kept it
-    assert reads.command("GET", "k") == b"value of k"
-    assert reads.made == 1  # the same connection, reconnected
-    admin.close()
-    client.close()
-    pool.disconnect()
-
-
 def test_an_error_reply_keeps_the_connection(client: redis.Redis) -> None:
     client.rpush("a-list", b"x")
     client.set("k", b"v")
@@ -129,35 +98,49 @@ def test_a_pipeline_answers_in_order_with_error_replies_in_their_places(
     assert direct.made == 1
 
 
-def test_a_pipeline_beyond_the_limit_goes_through_the_pool(
-    client: redis.Redis, redis_url: str
+def _get(direct: DirectConnections, key: str, via: str) -> bytes | None:
+    """GET ``key`` as one command or as a pipeline of one (the two paths share their rules)."""
+    if via == "command":
+        reply: bytes | None = direct.command("GET", key)
+        return reply
+    [reply] = direct.pipeline([("GET", key)])
+    return reply
+
+
+@pytest.mark.parametrize("via", ["command", "pipeline"])
+def test_beyond_the_limit_commands_go_through_the_pool(
+    client: redis.Redis, redis_url: str, via: str
 ) -> None:
     client.set("k", b"v")
     admin = redis.Redis.from_url(redis_url)
     direct = DirectConnections(client, limit=1)
-    blocked = Worker(lambda: direct.command("BLPOP", "wake-pipeline", 0))
-    wait_for(lambda: _blocked_clients(admin) == 1)
-    replies = direct.pipeline([("GET", "k"), ("GET", "missing")])
-    assert replies == [b"v", None]
+    blocked = Worker(lambda: direct.command("BLPOP", f"wake-{via}", 0))
+    wait_for(lambda: _blocked_clients(admin) == 1)  # the only own connection is busy
+    assert _get(direct, "k", via) == b"v"  # answered through the client's pool
     assert direct.made == 1
-    admin.rpush("wake-pipeline", b"x")
-    assert blocked.outcome() == [b"wake-pipeline", b"x"]
+    admin.rpush(f"wake-{via}", b"x")
+    assert blocked.outcome() == [f"wake-{via}".encode(), b"x"]
     admin.close()
 
 
-def test_a_pipeline_cut_short_by_a_timeout_never_answers_the_next_command(
-    redis_url: str,
+@pytest.mark.parametrize("via", ["command", "pipeline"])
+def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
+    redis_url: str, via: str
 ) -> None:
     pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=0.2)
     client = redis.Redis(connection_pool=pool)
     admin = redis.Redis.from_url(redis_url)
     client.set("k", b"value of k")
     direct = DirectConnections(client, limit=1)
-    with pytest.raises(redis.TimeoutError):
-        direct.pipeline([("GET", "k"), ("BLPOP", "late-pipeline", 0)])
-    admin.rpush("late-pipeline", b"the late reply")
-    assert direct.pipeline([("GET", "k")]) == [b"value of k"]
-    assert direct.made == 1
+    late = f"late-{via}"
+    with pytest.raises(redis.TimeoutError):  # no answer within the socket timeout
+        if via == "command":
+            direct.command("BLPOP", late, 0)
+        else:  # a pipeline cut short after its first reply
+            direct.pipeline([("GET", "k"), ("BLPOP", late, 0)])
+    admin.rpush(late, b"the late reply")  # would be the next thing read, had we kept it
+    assert _get(direct, "k", via) == b"value of k"
+    assert direct.made == 1  # the same connection, reconnected
     admin.close()
     client.close()
     pool.disconnect()

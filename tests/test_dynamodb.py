@@ -42,6 +42,7 @@ from gateway.emulator import EmbeddedDynamoDB
 from gateway.retry import RetryPolicy
 from gateway.revisions import RevisionMaker, parse_generation, wall_clock_us
 from gateway.tables import IndexSpec
+from tests.gateway_helpers import run_threads
 from tests.servers import TEST_CREDENTIALS, TEST_REGION, FaultProxy
 
 ClientFactory = Callable[..., Any]
@@ -65,27 +66,6 @@ def generation(rev: str) -> int:
     match = REV_RE.match(rev)
     assert match, f"{rev!r} is not '<generation>-<32 hex>'"
     return int(match.group(1))
-
-
-def run_threads(count: int, target: Callable[[int], None]) -> None:
-    """Run ``target(i)`` in ``count`` threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-        except BaseException as exc:  # re-raised in the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 @pytest.fixture

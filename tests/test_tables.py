@@ -24,6 +24,7 @@ from gateway.aws_errors import translate
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.errors import GatewayError
 from gateway.tables import IndexSpec, TableInfo, TableManager
+from tests.gateway_helpers import run_threads
 from tests.servers import FaultProxy
 
 ClientFactory = Callable[..., Any]
@@ -38,27 +39,6 @@ def service(moto_server: EmbeddedDynamoDB, table_prefix: str) -> Iterator[Dynamo
         endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix, indexes=USERS_INDEXES
     ) as svc:
         yield svc
-
-
-def run_threads(count: int, target: Callable[[int], None]) -> None:
-    """Run ``target(i)`` in ``count`` threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-        except BaseException as exc:  # re-raised in the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 def table_exists(client: Any, name: str) -> bool:
