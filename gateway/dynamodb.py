@@ -48,7 +48,7 @@ from gateway.codec import (
     validate_id,
     validate_ids,
 )
-from gateway.errors import ConflictError, GatewayError, ValidationError
+from gateway.errors import ConfigError, ConflictError, GatewayError, ValidationError
 from gateway.metrics import (
     READ_OPERATIONS,
     WRITE_OPERATIONS,
@@ -64,7 +64,7 @@ from gateway.tables import IndexSpec, TableInfo, TableManager
 from gateway.wire_items import (
     batch_get_in_wire_form,
     batch_write_in_wire_form,
-    scan_in_wire_form,
+    call_in_wire_form,
 )
 
 T = TypeVar("T")
@@ -173,6 +173,8 @@ class DynamoDBService:
             )
         if not coalesce_max_wait_s >= 0:
             raise ValueError(f"coalesce_max_wait_s must be >= 0, got {coalesce_max_wait_s!r}")
+        if not isinstance(consistent_read, bool):
+            raise ConfigError(f"consistent_read must be True or False, got {consistent_read!r}")
         self.coalesce_reads = coalesce_reads
         self.coalesce_writes = coalesce_writes
         self.coalesce_max_wait_s = coalesce_max_wait_s
@@ -203,10 +205,19 @@ class DynamoDBService:
         self._resource = data_resource or session.resource(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config
         )
-        #: Bulk requests (BatchWriteItem, revision reads, Scan) go through the plain client
-        #: with items serialized in `gateway.wire_items`, skipping the resource's model walk;
-        #: not with a data plane of its own (DAX), which must see every request.
-        self._bulk_client: Any = None if data_resource is not None else self._client
+        #: Data-plane requests go through the plain client with items serialized in
+        #: `gateway.wire_items`, skipping the resource's model walk; not with a data plane of
+        #: its own (DAX), which must see every request.
+        self._plain_client: Any = None
+        if data_resource is None:
+            self._plain_client = session.client(
+                "dynamodb",
+                region_name=region_name,
+                endpoint_url=endpoint_url,
+                config=botocore_config(
+                    connect_timeout_s, read_timeout_s, max_pool_connections, validate=False
+                ),
+            )
         self._tables = TableManager(
             self._client, self._indexes_for, self._call, stream_view_type=stream_view_type
         )
@@ -230,8 +241,8 @@ class DynamoDBService:
         # which cost DynamoDB nothing.
         self._estimate_capacity = data_resource is None
         _request_consumed_capacity(self._resource_client())
-        if self._bulk_client is not None:
-            _request_consumed_capacity(self._bulk_client)
+        if self._plain_client is not None:
+            _request_consumed_capacity(self._plain_client)
 
     # ------------------------------------------------------------------ documents
 
@@ -319,7 +330,7 @@ class DynamoDBService:
                     "ConsistentRead": self.consistent_read,
                 }
                 response = self._call(
-                    "GetItem", table, lambda: self._table(table).get_item(**params), request=params
+                    "GetItem", table, lambda: self._send(table, "get_item", params), request=params
                 )
                 item = response.get("Item")
         except GatewayError as exc:
@@ -395,7 +406,7 @@ class DynamoDBService:
             response = self._call(
                 "DeleteItem",
                 table,
-                lambda: self._table(table).delete_item(**params),
+                lambda: self._send(table, "delete_item", params),
                 attempts=attempts,
             )
         except _ConditionFailed as exc:
@@ -440,7 +451,14 @@ class DynamoDBService:
         the ``total_segments`` segments, read at once from as many threads, hold every
         document exactly once (`gateway.migrate.copy_collection` reads them so)."""
         self._table_name(db_name)
-        if not 1 <= total_segments <= MAX_SCAN_SEGMENTS or not 0 <= segment < total_segments:
+        integers = all(
+            isinstance(n, int) and not isinstance(n, bool) for n in (segment, total_segments)
+        )
+        if (
+            not integers
+            or not 1 <= total_segments <= MAX_SCAN_SEGMENTS
+            or not 0 <= segment < total_segments
+        ):
             raise ValidationError(
                 f"segment {segment!r} of {total_segments!r}: total_segments must be 1 to "
                 f"{MAX_SCAN_SEGMENTS} and segment 0 to total_segments - 1"
@@ -591,7 +609,7 @@ class DynamoDBService:
         while True:
             try:
                 response = self._call(
-                    "Query", table, lambda: self._table(table).query(**params), request=params
+                    "Query", table, lambda: self._send(table, "query", params), request=params
                 )
             except GatewayError as exc:
                 if "ExclusiveStartKey" in params or not _table_deleted(exc):
@@ -698,7 +716,7 @@ class DynamoDBService:
             return
         self._closed = True
         self._bulk.close()
-        clients = (self._client, self._resource_client(), self._streams_client)
+        clients = (*self.clients(), self._streams_client)
         for client in {id(c): c for c in clients if c is not None}.values():
             close = getattr(client, "close", None)
             if callable(close):
@@ -731,6 +749,13 @@ class DynamoDBService:
         Raises `ConfigError` for a table whose key is not ``_id`` (string, HASH).
         """
         return self._find(self._table_name(db_name))
+
+    def clients(self) -> list[Any]:
+        """The distinct boto3 clients the service sends DynamoDB requests with: table
+        management's, the data plane's, and the resource's (DAX's, when it is the data plane).
+        Event hooks registered on each see every request (the streams client aside)."""
+        found = (self._client, self._plain_client, self._resource_client())
+        return list({id(c): c for c in found if c is not None}.values())
 
     @property
     def control_client(self) -> Any:
@@ -778,6 +803,21 @@ class DynamoDBService:
                     obj = self._resource.Table(table)
                     self._table_objects[table] = obj
         return obj
+
+    def _batch_write_item(self, **params: Any) -> dict[str, Any]:
+        """One BatchWriteItem of the resource's parameters (Python values), as `_send`."""
+        if self._plain_client is None:
+            response: dict[str, Any] = self._resource.batch_write_item(**params)
+            return response
+        return batch_write_in_wire_form(self._plain_client, **params)
+
+    def _send(self, table: str, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One GetItem / PutItem / DeleteItem / Query / Scan of ``table`` with the resource's
+        parameters: through the plain client in wire form, or the resource (DAX)."""
+        if self._plain_client is None:
+            response: dict[str, Any] = getattr(self._table(table), method)(**params)
+            return response
+        return call_in_wire_form(self._plain_client, method, TableName=table, **params)
 
     def _resource_client(self) -> Any:
         meta = getattr(self._resource, "meta", None)
@@ -978,7 +1018,7 @@ class DynamoDBService:
         response = self._call(
             "PutItem",
             table,
-            lambda: self._table(table).put_item(**params),
+            lambda: self._send(table, "put_item", params),
             request=params,
             attempts=attempts,
         )
@@ -1043,7 +1083,7 @@ class DynamoDBService:
             "ExpressionAttributeNames": {"#id": _ID},
         }
         response = self._call(
-            "GetItem", table, lambda: self._table(table).get_item(**params), request=params
+            "GetItem", table, lambda: self._send(table, "get_item", params), request=params
         )
         return response.get("Item") is not None
 
@@ -1062,7 +1102,7 @@ class DynamoDBService:
             "ExpressionAttributeNames": {"#rev": _REV},
         }
         response = self._call(
-            "GetItem", table, lambda: self._table(table).get_item(**params), request=params
+            "GetItem", table, lambda: self._send(table, "get_item", params), request=params
         )
         item = response.get("Item")
         rev = None if item is None else item.get(_REV)
@@ -1082,12 +1122,11 @@ class DynamoDBService:
             params["Limit"] = page_size
         if segment is not None:
             params["Segment"], params["TotalSegments"] = segment
-        scan: Callable[..., dict[str, Any]] = self._table(table).scan
-        if self._bulk_client is not None:
-            scan = functools.partial(scan_in_wire_form, self._bulk_client, TableName=table)
         while True:
             try:
-                response = self._call("Scan", table, lambda: scan(**params), request=params)
+                response = self._call(
+                    "Scan", table, lambda: self._send(table, "scan", params), request=params
+                )
             except GatewayError as exc:
                 if "ExclusiveStartKey" in params or not _table_deleted(exc):
                     raise
@@ -1110,11 +1149,11 @@ class DynamoDBService:
                 "ConsistentRead": self.consistent_read or projection,
             }
             send = self._resource.batch_get_item
+            if self._plain_client is not None:
+                send = functools.partial(batch_get_in_wire_form, self._plain_client)
             if projection:
                 request["ProjectionExpression"] = "#id, #rev"
                 request["ExpressionAttributeNames"] = {"#id": _ID, "#rev": _REV}
-                if self._bulk_client is not None:
-                    send = functools.partial(batch_get_in_wire_form, self._bulk_client)
             pending: dict[str, Any] = {table: request}
             state = self._retry.start("BatchGetItem")
             while pending:
@@ -1133,9 +1172,6 @@ class DynamoDBService:
     def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
         """BatchWriteItem, 25 requests at a time, UnprocessedItems retried with backoff
         (through the plain client, in wire form, unless the data plane is DAX)."""
-        send: Callable[..., dict[str, Any]] = self._resource.batch_write_item
-        if self._bulk_client is not None:
-            send = functools.partial(batch_write_in_wire_form, self._bulk_client)
         for start in range(0, len(requests), MAX_BATCH_WRITE_ITEMS):
             pending: dict[str, Any] = {table: requests[start : start + MAX_BATCH_WRITE_ITEMS]}
             state = self._retry.start("BatchWriteItem")
@@ -1143,7 +1179,7 @@ class DynamoDBService:
                 response = self._call(
                     "BatchWriteItem",
                     table,
-                    functools.partial(send, RequestItems=pending),
+                    functools.partial(self._batch_write_item, RequestItems=pending),
                     request={"RequestItems": pending},
                 )
                 pending = response.get("UnprocessedItems") or {}
@@ -1197,7 +1233,7 @@ class _TableWriteStore:
         response = service._call(
             "BatchWriteItem",
             table,
-            lambda: service._resource.batch_write_item(RequestItems={table: requests}),
+            lambda: service._batch_write_item(RequestItems={table: requests}),
             request={"RequestItems": {table: requests}},
         )
         unprocessed: list[dict[str, Any]] = (response.get("UnprocessedItems") or {}).get(table, [])

@@ -444,9 +444,7 @@ class CachingGateway:
                 policy,
                 keys,
                 batch_keys(table),
-                lambda: self._service.save_many_with_items(
-                    db_name, docs, assume_new=assume_new
-                ),
+                lambda: self._service.save_many_with_items(db_name, docs, assume_new=assume_new),
                 written,
             )
             return {doc_id: item["_rev"] for doc_id, item in items.items()}

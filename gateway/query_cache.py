@@ -280,9 +280,7 @@ class QueryCache:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _lookup(
-        self, table: str, suffix: str
-    ) -> tuple[str, str, Entry | Miss, float] | None:
+    def _lookup(self, table: str, suffix: str) -> tuple[str, str, Entry | Miss, float] | None:
         """The answer's key, its current epochs, what the cache holds there and when the
         newest epoch began; None when the answer must not be cached now (an epoch awaits a
         repair)."""

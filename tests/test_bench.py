@@ -399,7 +399,7 @@ def test_every_request_of_a_service_is_delayed_and_metered(
     slept: list[float] = []
     with DynamoDBService(endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix) as db:
         clients = service_clients(db)
-        assert len(clients) == 2  # the control client and the data resource's client
+        assert len(clients) == 3  # table management, the data plane, and the resource's client
         LatencyInjector(latency_ms=1.0, sleep=slept.append).attach(clients)
         sent: list[str] = []
         for client in clients:

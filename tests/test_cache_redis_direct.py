@@ -30,7 +30,13 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def _blocked_clients(admin: redis.Redis) -> int:
-    return sum(1 for entry in admin.client_list() if entry.get("cmd") == "blpop")
+    """Clients blocked in a BLPOP right now: flag ``b`` (a finished BLPOP leaves its client
+    listed with ``cmd=blpop`` until its next command)."""
+    return sum(
+        1
+        for entry in admin.client_list()
+        if entry.get("cmd") == "blpop" and "b" in str(entry.get("flags", ""))
+    )
 
 
 def test_reads_reuse_one_connection_when_one_at_a_time(client: redis.Redis) -> None:
@@ -144,3 +150,46 @@ def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
     admin.close()
     client.close()
     pool.disconnect()
+
+
+def _kill_direct_connection(direct: DirectConnections, admin: redis.Redis) -> None:
+    """Redis closes the (only, idle) direct connection, as a restart or its ``timeout`` does."""
+    client_id = direct.command("CLIENT", "ID")
+    assert admin.client_kill_filter(_id=client_id) == 1
+
+
+def test_a_read_on_a_connection_redis_closed_while_idle_is_sent_again(
+    client: redis.Redis, redis_url: str
+) -> None:
+    client.set("k", b"v")
+    admin = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client, limit=1)
+    _kill_direct_connection(direct, admin)
+    assert direct.command("GET", "k") == b"v"  # the closed connection failed; a new one answered
+    assert direct.made == 1
+    admin.close()
+    direct.disconnect()
+
+
+def test_a_pipeline_checks_an_idle_connection_before_sending_on_it(
+    client: redis.Redis, redis_url: str
+) -> None:
+    client.set("k", b"v")
+    admin = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client, limit=1)
+    _kill_direct_connection(direct, admin)
+    assert direct.pipeline([("INCR", "counter"), ("GET", "k")]) == [1, b"v"]
+    # Sent once: the INCR ran exactly once (a write script must never be sent twice).
+    assert client.get("counter") == b"1"
+    assert direct.made == 1
+    admin.close()
+    direct.disconnect()
+
+
+def test_a_read_is_not_sent_again_on_a_connection_made_for_it(redis_url: str) -> None:
+    """Only a connection that sat idle is retried: with Redis down, a read fails once."""
+    client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    direct = DirectConnections(client, limit=1)
+    with pytest.raises(redis.ConnectionError):
+        direct.command("GET", "k")
+    assert direct.made == 1

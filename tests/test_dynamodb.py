@@ -1247,3 +1247,22 @@ def test_translate_the_other_errors() -> None:
     )
     already = ValidationError("mine")
     assert translate(already, "GetItem") is already
+
+
+@pytest.mark.parametrize(
+    ("segment", "total"),
+    [(0.5, 2), (0, 1.5), (True, 2), (0, True), (-1, 2), (2, 2), (0, 0), (0, 10**9), ("0", 2)],
+)
+def test_a_bad_scan_segment_is_refused_before_anything_is_sent(
+    service: DynamoDBService, segment: Any, total: Any
+) -> None:
+    service.save("users", "u1", {"v": 1})
+    calls = service.stats()["db_calls"]
+    with pytest.raises(ValidationError, match="total_segments must be 1 to"):
+        list(service.iter_segment_pages("users", segment, total))
+    assert service.stats()["db_calls"] == calls
+
+
+def test_consistent_read_must_be_a_bool(moto_server: EmbeddedDynamoDB) -> None:
+    with pytest.raises(ConfigError, match="consistent_read must be True or False"):
+        DynamoDBService(endpoint_url=moto_server.endpoint_url, consistent_read=1)  # type: ignore[arg-type]

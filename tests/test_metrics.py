@@ -344,7 +344,7 @@ class Reported:
         self.units: dict[str, float] = defaultdict(float)
         self.asked: dict[str, set[str]] = defaultdict(set)
         self.strip = strip
-        for client in service_clients(service):  # the data plane's and the plain client
+        for client in service_clients(service):  # every client of the service
             events = client.meta.events
             events.register("before-call.dynamodb", self._before)
             events.register("after-call.dynamodb", self._after)
@@ -392,7 +392,7 @@ def test_consumed_capacity_accumulates_what_dynamodb_reports(
         stats = service.stats()
     capacity = stats["consumed_capacity"]
     # Every data-plane request asked for ReturnConsumedCapacity=TOTAL, whichever client sent
-    # it (the bulk requests go through the plain client, which also manages the tables).
+    # it (the data plane has a client of its own; table management's asks for none).
     data_plane = set(reported.asked) - {"CreateTable", "DescribeTable", "UpdateTable"}
     assert {op: reported.asked[op] for op in data_plane} == {op: {"TOTAL"} for op in data_plane}
     expected_ops = {"BatchGetItem", "BatchWriteItem", "Scan", "Query"}

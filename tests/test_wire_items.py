@@ -10,13 +10,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import Binary
 
 from gateway.wire_items import (
     batch_get_in_wire_form,
     batch_write_in_wire_form,
+    call_in_wire_form,
     python_item,
-    scan_in_wire_form,
     wire_item,
 )
 
@@ -106,10 +107,67 @@ def test_a_batch_get_is_sent_in_wire_form_and_answers_with_values() -> None:
 
 def test_a_scan_answers_with_values_and_resumes_from_a_key_of_values() -> None:
     client = ScansTwoPages()
-    first = scan_in_wire_form(client, TableName="t", Limit=10)
+    first = call_in_wire_form(client, "scan", TableName="t", Limit=10)
     assert first["Items"] == [ITEM] and first["LastEvaluatedKey"] == {"_id": "d1"}
-    second = scan_in_wire_form(
-        client, TableName="t", Limit=10, ExclusiveStartKey=first["LastEvaluatedKey"]
+    second = call_in_wire_form(
+        client, "scan", TableName="t", Limit=10, ExclusiveStartKey=first["LastEvaluatedKey"]
     )
     assert second["Items"] == [] and "LastEvaluatedKey" not in second
     assert client.sent[1]["ExclusiveStartKey"] == {"_id": {"S": "d1"}}
+
+
+class Records:
+    """Answers every call with ``answer`` and records its parameters."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def call(**params: Any) -> dict[str, Any]:
+            self.sent.append((method, params))
+            return dict(self.answer)
+
+        return call
+
+
+def test_a_conditional_put_is_built_as_the_resource_builds_it() -> None:
+    client = Records({"Attributes": wire_item({"_id": "d1", "v": Decimal(1)})})
+    answer = call_in_wire_form(
+        client,
+        "put_item",
+        TableName="t",
+        Item=ITEM,
+        ConditionExpression=Attr("_rev").eq("17-abc") | Attr("_id").not_exists(),
+        ReturnValues="ALL_OLD",
+    )
+    assert answer["Attributes"] == {"_id": "d1", "v": Decimal(1)}
+    [(method, sent)] = client.sent
+    assert method == "put_item" and sent["Item"] == wire_item(ITEM)
+    assert sent["ConditionExpression"] == "(#n0 = :v0 OR attribute_not_exists(#n1))"
+    assert sent["ExpressionAttributeNames"] == {"#n0": "_rev", "#n1": "_id"}
+    assert sent["ExpressionAttributeValues"] == {":v0": {"S": "17-abc"}}
+
+
+def test_a_query_keeps_its_own_names_beside_the_built_ones() -> None:
+    client = Records({"Items": [wire_item(ITEM)], "Count": 1})
+    answer = call_in_wire_form(
+        client,
+        "query",
+        TableName="t",
+        IndexName="by_n",
+        KeyConditionExpression=Key("n").eq(Decimal("1.5")),
+        ProjectionExpression="#id",
+        ExpressionAttributeNames={"#id": "_id"},
+    )
+    assert answer["Items"] == [ITEM] and answer["Count"] == 1
+    [(_, sent)] = client.sent
+    assert sent["KeyConditionExpression"] == "#n0 = :v0"
+    assert sent["ExpressionAttributeNames"] == {"#id": "_id", "#n0": "n"}
+    assert sent["ExpressionAttributeValues"] == {":v0": {"N": "1.5"}}
+
+
+def test_a_get_of_a_missing_item_answers_without_an_item() -> None:
+    client = Records({})
+    assert call_in_wire_form(client, "get_item", TableName="t", Key={"_id": "x"}) == {}
+    assert client.sent == [("get_item", {"TableName": "t", "Key": {"_id": {"S": "x"}}})]

@@ -64,14 +64,8 @@ class LatencyInjector:
 
 
 def service_clients(service: Any) -> list[Any]:
-    """The distinct boto3 clients a `DynamoDBService` sends requests with (control and data).
-
-    The data plane goes through a boto3 resource whose client is its own object, with its own
-    event hooks: both must be hooked for every request to be delayed.
-    """
-    clients = [service.control_client]
-    # DynamoDBService has no public accessor for its data-plane client (DAX replaces it there).
-    resource_client = service._resource_client()
-    if resource_client is not None and resource_client is not service.control_client:
-        clients.append(resource_client)
+    """The distinct boto3 clients a `DynamoDBService` sends requests with (control and data):
+    each has its own event hooks, and every one must be hooked for every request to be
+    delayed."""
+    clients: list[Any] = service.clients()
     return clients

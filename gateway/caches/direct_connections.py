@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 
@@ -51,43 +52,50 @@ class DirectConnections:
         self._pid = os.getpid()
 
     def command(self, *args: Any) -> Any:
-        """Send one command and return its reply (redis-py's errors are raised as they come)."""
-        if self._pid != os.getpid():
-            self._after_fork()
-        try:
-            connection = self._idle.pop()
-        except IndexError:
-            made = self._make()
-            if made is None:
-                return self._fallback(*args)
-            connection = made
-        try:
-            connection.send_command(*args)
-            reply = connection.read_response()
-        except ResponseError:
-            self._idle.append(connection)  # an error reply: the connection is in step
-            raise
-        except BaseException:
-            connection.disconnect()
+        """Send one command and return its reply (redis-py's errors are raised as they come).
+
+        For idempotent commands only (the cache's ``GET`` and ``MGET``): a connection Redis
+        closed while it sat idle (a restart, ``CLIENT KILL``, its ``timeout``, a proxy's idle
+        limit) fails on its next use, and the command is then sent once more, on a new
+        connection. Checking every idle connection first, as redis-py's pool does, would cost
+        a ``poll`` system call on every cache hit.
+        """
+        connection = self._take()
+        if connection is None:
+            return self._fallback(*args)
+        retry = connection.is_connected  # open and idle: Redis may have closed it since
+        while True:
+            try:
+                connection.send_command(*args)
+                reply = connection.read_response()
+            except ResponseError:
+                self._idle.append(connection)  # an error reply: the connection is in step
+                raise
+            except BaseException as exc:
+                connection.disconnect()
+                if retry and isinstance(exc, RedisConnectionError):
+                    retry = False
+                    continue
+                self._idle.append(connection)
+                raise
             self._idle.append(connection)
-            raise
-        self._idle.append(connection)
-        return reply
+            return reply
 
     def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` at once and return their replies in order, an error reply as its
-        ``ResponseError`` in its place (other failures are raised, as by `command`)."""
-        if self._pid != os.getpid():
-            self._after_fork()
-        try:
-            connection = self._idle.pop()
-        except IndexError:
-            made = self._make()
-            if made is None:
-                return client_pipeline(self._client, commands)
-            connection = made
+        ``ResponseError`` in its place (other failures are raised, as by `command`).
+
+        Pipelines carry the write scripts, which are not sent twice: an idle connection is
+        checked first, as redis-py's pool checks it (a ``poll``: readable while idle means
+        closed by Redis, or out of step), and replaced if it fails the check.
+        """
+        connection = self._take()
+        if connection is None:
+            return client_pipeline(self._client, commands)
         replies: list[Any] = []
         try:
+            if connection.is_connected and _closed_or_out_of_step(connection):
+                connection.disconnect()  # reconnects on the send below
             connection.send_packed_command(connection.pack_commands(commands))
             for _ in commands:
                 try:
@@ -100,6 +108,15 @@ class DirectConnections:
             raise
         self._idle.append(connection)
         return replies
+
+    def _take(self) -> AbstractConnection | None:
+        """An idle connection, a new one, or None once ``limit`` are made and all are busy."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._make()
 
     @property
     def made(self) -> int:
@@ -129,6 +146,15 @@ class DirectConnections:
             self._idle = []
             self._made = []
             self._pid = os.getpid()
+
+
+def _closed_or_out_of_step(connection: AbstractConnection) -> bool:
+    """An idle connection that can be read from: Redis closed it (the read finds the end of
+    the stream and raises) or a reply is pending that nobody asked for."""
+    try:
+        return bool(connection.can_read())
+    except (RedisConnectionError, OSError):
+        return True
 
 
 def client_pipeline(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
