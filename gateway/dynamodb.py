@@ -804,6 +804,13 @@ class DynamoDBService:
                     self._table_objects[table] = obj
         return obj
 
+    def _batch_get_item(self, **params: Any) -> dict[str, Any]:
+        """One BatchGetItem of the resource's parameters (Python values), as `_send`."""
+        if self._plain_client is None:
+            response: dict[str, Any] = self._resource.batch_get_item(**params)
+            return response
+        return batch_get_in_wire_form(self._plain_client, **params)
+
     def _batch_write_item(self, **params: Any) -> dict[str, Any]:
         """One BatchWriteItem of the resource's parameters (Python values), as `_send`."""
         if self._plain_client is None:
@@ -1148,9 +1155,6 @@ class DynamoDBService:
                 "Keys": [{_ID: doc_id} for doc_id in ids[start : start + MAX_BATCH_GET_KEYS]],
                 "ConsistentRead": self.consistent_read or projection,
             }
-            send = self._resource.batch_get_item
-            if self._plain_client is not None:
-                send = functools.partial(batch_get_in_wire_form, self._plain_client)
             if projection:
                 request["ProjectionExpression"] = "#id, #rev"
                 request["ExpressionAttributeNames"] = {"#id": _ID, "#rev": _REV}
@@ -1160,7 +1164,7 @@ class DynamoDBService:
                 response = self._call(
                     "BatchGetItem",
                     table,
-                    functools.partial(send, RequestItems=pending),
+                    functools.partial(self._batch_get_item, RequestItems=pending),
                     request={"RequestItems": pending},
                 )
                 yield from response.get("Responses", {}).get(table, [])
