@@ -8,6 +8,7 @@ are states the test creates, never timings it hopes for.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -182,6 +183,30 @@ def test_a_pipeline_checks_an_idle_connection_before_sending_on_it(
     # Sent once: the INCR ran exactly once (a write script must never be sent twice).
     assert client.get("counter") == b"1"
     assert direct.made == 1
+    admin.close()
+    direct.disconnect()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux's TCP_INFO")
+def test_the_idle_check_reads_the_tcp_state_and_never_polls(
+    client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``poll`` would let go of the interpreter lock before every write script: on Linux
+    the kernel's TCP state tells a connection Redis closed without one."""
+    admin = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client, limit=1)
+    direct.pipeline([("PING",)])
+    [connection] = direct._idle
+
+    def no_poll(*args: object, **kwargs: object) -> bool:
+        raise AssertionError("the idle check polled the socket")
+
+    monkeypatch.setattr(connection, "can_read", no_poll)
+    assert direct.pipeline([("PING",)]) == [b"PONG"]  # open: used as it is
+    assert direct.made == 1 and direct._idle == [connection]
+    _kill_direct_connection(direct, admin)
+    assert direct.pipeline([("INCR", "counter")]) == [1]  # closed: seen, replaced, sent once
+    assert client.get("counter") == b"1"
     admin.close()
     direct.disconnect()
 

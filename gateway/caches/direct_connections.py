@@ -26,6 +26,7 @@ and makes its own.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -86,8 +87,7 @@ class DirectConnections:
         ``ResponseError`` in its place (other failures are raised, as by `command`).
 
         Pipelines carry the write scripts, which are not sent twice: an idle connection is
-        checked first, as redis-py's pool checks it (a ``poll``: readable while idle means
-        closed by Redis, or out of step), and replaced if it fails the check.
+        checked first, and replaced if Redis closed it (see `_closed_or_out_of_step`).
         """
         connection = self._take()
         if connection is None:
@@ -149,12 +149,43 @@ class DirectConnections:
 
 
 def _closed_or_out_of_step(connection: AbstractConnection) -> bool:
-    """An idle connection that can be read from: Redis closed it (the read finds the end of
-    the stream and raises) or a reply is pending that nobody asked for."""
+    """An idle connection that Redis closed, or (where the kernel cannot tell) that can be
+    read from: closed by Redis (the read finds the end of the stream and raises) or a reply
+    is pending that nobody asked for."""
+    state = _tcp_state(connection)
+    if state is not None:
+        return state != _TCP_ESTABLISHED
     try:
         return bool(connection.can_read())
     except (RedisConnectionError, OSError):
         return True
+
+
+#: Linux's ``TCP_INFO`` socket option (absent elsewhere); its first byte is the TCP state.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_TCP_ESTABLISHED = 1
+
+
+def _tcp_state(connection: AbstractConnection) -> int | None:
+    """The kernel's TCP state of the connection's socket (``CLOSE_WAIT`` once Redis closed
+    it, ``CLOSE`` after a reset), or None where there is none to read (not Linux, a Unix
+    socket).
+
+    Why not ``poll``, as redis-py's pool checks: every socket call that can wait lets go of
+    the interpreter lock, and on a busy multi-threaded client the lock then goes to another
+    thread for its whole time slice, so a ``poll`` before each write script cost the write
+    about one such wait. ``getsockopt`` keeps the lock. What the state cannot show is a
+    reply pending on an open connection; these connections never leave one (every reply is
+    read, and a connection whose command failed is disconnected), and RESP3 push messages
+    are parsed apart from replies.
+    """
+    sock = getattr(connection, "_sock", None)
+    if _TCP_INFO is None or sock is None:
+        return None
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
+    except OSError:  # not a TCP socket
+        return None
 
 
 def client_pipeline(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

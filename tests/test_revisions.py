@@ -1,0 +1,46 @@
+"""Revision tokens: unique per draw, in every process, whatever the application seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+
+import pytest
+
+from gateway.revisions import RevisionMaker, parse_generation, random_token
+
+TOKEN = re.compile(r"\A[0-9a-f]{32}\Z")
+
+
+def test_a_token_is_32_hex_digits_and_a_revision_parses() -> None:
+    tokens = {random_token() for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(TOKEN.match(token) for token in tokens)  # leading zeros kept
+    assert parse_generation(RevisionMaker().make(1795581320239695)) == 1795581320239695
+
+
+def test_seeding_the_applications_random_does_not_repeat_tokens() -> None:
+    random.seed(42)
+    first = [random_token() for _ in range(3)]
+    random.seed(42)
+    second = [random_token() for _ in range(3)]
+    assert not set(first) & set(second)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_other_tokens_than_its_parent() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first tokens, to the parent
+        os.write(write_end, "".join(random_token() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode()
+    parent = "".join(random_token() for _ in range(4))
+    # Without a new seed in the child, both would draw the same next tokens.
+    assert {child[i : i + 32] for i in range(0, 128, 32)}.isdisjoint(
+        parent[i : i + 32] for i in range(0, 128, 32)
+    )
