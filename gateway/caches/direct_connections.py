@@ -5,10 +5,11 @@ A cache hit is one ``GET``; a write through the cache is two pipelines of one sc
 ``redis.Redis.execute_command`` costs about 65 µs of client CPU on this project's benchmark
 machine (redis-py 8: the blocking pool's queue, its observability hooks, the retry wrapper);
 sent on a connection taken from a plain list it costs about 28 µs, most of it the two system
-calls. A pipeline of one ``EVALSHA``: 91-129 µs through redis-py's ``Pipeline``, 30-33 µs
-here (best of 5 runs of 4,000, process CPU time, 1 KB reply). On a read-heavy service with
-several threads the client's CPU, not Redis, bounds the throughput, so the reads and the write
-scripts take this path.
+calls; the send keeps the interpreter lock (`gateway.caches.locked_send`), so that only the
+wait for the reply hands the lock to another thread. A pipeline of one ``EVALSHA``: 91-129 µs
+through redis-py's ``Pipeline``, 30-33 µs here (best of 5 runs of 4,000, process CPU time,
+1 KB reply). On a read-heavy service with several threads the client's CPU, not Redis, bounds
+the throughput, so the reads and the write scripts take this path.
 
 The connections are redis-py ``Connection`` objects made with the pool's own class and settings
 (timeouts, TLS, credentials, protocol), kept on a list used as a stack: ``list.pop`` and
@@ -35,6 +36,8 @@ import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+from gateway.caches.locked_send import send_packed
 
 
 class DirectConnections:
@@ -67,7 +70,7 @@ class DirectConnections:
         retry = connection.is_connected  # open and idle: Redis may have closed it since
         while True:
             try:
-                connection.send_command(*args)
+                send_packed(connection, connection._command_packer.pack(*args))
                 reply = connection.read_response()
             except ResponseError:
                 self._idle.append(connection)  # an error reply: the connection is in step
@@ -96,7 +99,7 @@ class DirectConnections:
         try:
             if connection.is_connected and _closed_or_out_of_step(connection):
                 connection.disconnect()  # reconnects on the send below
-            connection.send_packed_command(connection.pack_commands(commands))
+            send_packed(connection, connection.pack_commands(commands))
             for _ in commands:
                 try:
                     replies.append(connection.read_response())
