@@ -154,9 +154,21 @@ def test_a_reply_that_comes_after_a_timeout_never_answers_the_next_command(
 
 
 def _kill_direct_connection(direct: DirectConnections, admin: redis.Redis) -> None:
-    """Redis closes the (only, idle) direct connection, as a restart or its ``timeout`` does."""
+    """Redis closes the (only, idle) direct connection, as a restart or its ``timeout`` does;
+    returns once the end of the stream has reached the client's socket."""
     client_id = direct.command("CLIENT", "ID")
+    [connection] = direct._idle
     assert admin.client_kill_filter(_id=client_id) == 1
+    wait_for(lambda: _readable_bytes(connection._sock) == b"")
+
+
+def _readable_bytes(sock: socket.socket) -> bytes | None:
+    """What a non-blocking peek at ``sock`` finds: b"" at the end of the stream, None if
+    nothing is waiting."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
 
 
 def test_a_read_on_a_connection_redis_closed_while_idle_is_sent_again(
@@ -187,26 +199,31 @@ def test_a_pipeline_checks_an_idle_connection_before_sending_on_it(
     direct.disconnect()
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux's TCP_INFO")
-def test_the_idle_check_reads_the_tcp_state_and_never_polls(
+def test_the_idle_check_peeks_and_never_polls(
     client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ``poll`` would let go of the interpreter lock before every write script: on Linux
-    the kernel's TCP state tells a connection Redis closed without one."""
+    """A ``poll`` would let go of the interpreter lock before every write script: the check
+    peeks at the socket instead (closed by Redis, or a reply nobody asked for: replaced)."""
     admin = redis.Redis.from_url(redis_url)
     direct = DirectConnections(client, limit=1)
-    direct.pipeline([("PING",)])
+    first_id = direct.command("CLIENT", "ID")
     [connection] = direct._idle
 
     def no_poll(*args: object, **kwargs: object) -> bool:
         raise AssertionError("the idle check polled the socket")
 
     monkeypatch.setattr(connection, "can_read", no_poll)
-    assert direct.pipeline([("PING",)]) == [b"PONG"]  # open: used as it is
-    assert direct.made == 1 and direct._idle == [connection]
+    assert direct.pipeline([("CLIENT", "ID")]) == [first_id]  # open and in step: kept as is
+    # Out of step: a reply waits that this connection's next command did not ask for.
+    connection._sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+    wait_for(lambda: _readable_bytes(connection._sock) is not None)
+    [second_id] = direct.pipeline([("CLIENT", "ID")])
+    assert second_id != first_id  # replaced before sending, so the stray reply was not taken
+    monkeypatch.setattr(connection, "can_read", no_poll)  # the new socket is checked alike
     _kill_direct_connection(direct, admin)
     assert direct.pipeline([("INCR", "counter")]) == [1]  # closed: seen, replaced, sent once
     assert client.get("counter") == b"1"
+    assert direct.made == 1
     admin.close()
     direct.disconnect()
 

@@ -69,10 +69,11 @@ def test_a_command_and_a_pipeline_go_out_whole_without_redis_py(
     connection.disconnect()
 
 
-def test_what_the_socket_did_not_take_goes_through_redis_py(
+def test_what_the_socket_did_not_take_follows_or_goes_through_redis_py(
     client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full send buffer: the kernel takes part of the command, or none of it (EAGAIN)."""
+    """A full send buffer: the kernel takes part of the command (the rest follows on the same
+    socket), or none of it (EAGAIN: all of it through redis-py)."""
     connection = _open_connection(client)
     redis_py = _RedisPySends(connection, monkeypatch)
     real_send = locked_send._libc_send
@@ -87,8 +88,34 @@ def test_what_the_socket_did_not_take_goes_through_redis_py(
 
     monkeypatch.setattr(locked_send, "_libc_send", buffer_full)
     assert _roundtrip(connection, "GET", "k") == b"partly sent"
-    assert redis_py.count == 2
+    assert redis_py.count == 1
     connection.disconnect()
+
+
+def test_the_rest_of_a_partial_send_never_goes_out_on_a_new_connection(
+    client: redis.Redis,
+) -> None:
+    """Another thread closes the connection (``DirectConnections.disconnect``) after the kernel
+    took the first bytes: the rest is not sent on a reconnected socket, where Redis would
+    read it as commands of its own."""
+    connection = _open_connection(client)
+    real_send = locked_send._libc_send
+
+    def part_then_closed(fd: int, data: bytes, n: int, flags: int) -> int:
+        sent = int(real_send(fd, data, 7, flags))
+        connection.disconnect()
+        return sent
+
+    value = b"doc\r\nSET injected yes\r\n"
+    locked = pytest.MonkeyPatch()
+    locked.setattr(locked_send, "_libc_send", part_then_closed)
+    try:
+        with pytest.raises(redis.ConnectionError):
+            send_packed(connection, connection.pack_commands([("SET", "k", value)]))
+    finally:
+        locked.undo()
+    assert connection._sock is None  # type: ignore[attr-defined]
+    assert client.get("injected") is None and client.get("k") is None
 
 
 def test_a_send_on_a_connection_redis_reset_raises_redis_pys_error_and_disconnects(

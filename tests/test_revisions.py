@@ -21,10 +21,14 @@ def test_a_token_is_32_hex_digits_and_a_revision_parses() -> None:
 
 
 def test_seeding_the_applications_random_does_not_repeat_tokens() -> None:
-    random.seed(42)
-    first = [random_token() for _ in range(3)]
-    random.seed(42)
-    second = [random_token() for _ in range(3)]
+    state = random.getstate()
+    try:
+        random.seed(42)
+        first = [random_token() for _ in range(3)]
+        random.seed(42)
+        second = [random_token() for _ in range(3)]
+    finally:
+        random.setstate(state)
     assert not set(first) & set(second)
 
 
@@ -32,13 +36,17 @@ def test_seeding_the_applications_random_does_not_repeat_tokens() -> None:
 def test_a_forked_child_draws_other_tokens_than_its_parent() -> None:
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its first tokens, to the parent
-        os.write(write_end, "".join(random_token() for _ in range(4)).encode())
-        os._exit(0)
+    if pid == 0:  # the child: its first tokens, to the parent; never returns into pytest
+        try:
+            os.write(write_end, "".join(random_token() for _ in range(4)).encode())
+        finally:
+            os._exit(0)
     os.close(write_end)
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     with os.fdopen(read_end, "rb") as pipe:
         child = pipe.read().decode()
+    assert len(child) == 128
     parent = "".join(random_token() for _ in range(4))
     # Without a new seed in the child, both would draw the same next tokens.
     assert {child[i : i + 32] for i in range(0, 128, 32)}.isdisjoint(

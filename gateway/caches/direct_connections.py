@@ -6,7 +6,7 @@ A cache hit is one ``GET``; a write through the cache is two pipelines of one sc
 machine (redis-py 8: the blocking pool's queue, its observability hooks, the retry wrapper);
 sent on a connection taken from a plain list it costs about 28 µs, most of it the two system
 calls; the send keeps the interpreter lock (`gateway.caches.locked_send`), so that only the
-wait for the reply hands the lock to another thread. A pipeline of one ``EVALSHA``: 91-129 µs
+wait for the reply lets other threads take it. A pipeline of one ``EVALSHA``: 91-129 µs
 through redis-py's ``Pipeline``, 30-33 µs here (best of 5 runs of 4,000, process CPU time,
 1 KB reply). On a read-heavy service with several threads the client's CPU, not Redis, bounds
 the throughput, so the reads and the write scripts take this path.
@@ -37,7 +37,7 @@ from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from gateway.caches.locked_send import send_packed
+from gateway.caches.locked_send import peek, send_packed
 
 
 class DirectConnections:
@@ -90,7 +90,8 @@ class DirectConnections:
         ``ResponseError`` in its place (other failures are raised, as by `command`).
 
         Pipelines carry the write scripts, which are not sent twice: an idle connection is
-        checked first, and replaced if Redis closed it (see `_closed_or_out_of_step`).
+        checked first, and replaced if Redis closed it or it is out of step (see
+        `_closed_or_out_of_step`).
         """
         connection = self._take()
         if connection is None:
@@ -152,43 +153,24 @@ class DirectConnections:
 
 
 def _closed_or_out_of_step(connection: AbstractConnection) -> bool:
-    """An idle connection that Redis closed, or (where the kernel cannot tell) that can be
-    read from: closed by Redis (the read finds the end of the stream and raises) or a reply
-    is pending that nobody asked for."""
-    state = _tcp_state(connection)
-    if state is not None:
-        return state != _TCP_ESTABLISHED
+    """An idle connection that can be read from: Redis closed it (the end of the stream) or a
+    reply is pending that nobody asked for.
+
+    On a plain socket this looks with one non-blocking ``recv(MSG_PEEK)`` that keeps the
+    interpreter lock (`gateway.caches.locked_send.peek`). redis-py's ``can_read`` polls, and
+    every socket call that can wait lets go of the lock: on a busy multi-threaded client
+    another thread then keeps it for its time slice, one more wait for every write. TLS
+    connections (whose idle sockets may hold records that are not replies) are polled.
+    """
+    sock = getattr(connection, "_sock", None)
+    if type(sock) is socket.socket:
+        looked = peek(sock)
+        if looked is not None:
+            return looked >= 0
     try:
         return bool(connection.can_read())
     except (RedisConnectionError, OSError):
         return True
-
-
-#: Linux's ``TCP_INFO`` socket option (absent elsewhere); its first byte is the TCP state.
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_TCP_ESTABLISHED = 1
-
-
-def _tcp_state(connection: AbstractConnection) -> int | None:
-    """The kernel's TCP state of the connection's socket (``CLOSE_WAIT`` once Redis closed
-    it, ``CLOSE`` after a reset), or None where there is none to read (not Linux, a Unix
-    socket).
-
-    Why not ``poll``, as redis-py's pool checks: every socket call that can wait lets go of
-    the interpreter lock, and on a busy multi-threaded client the lock then goes to another
-    thread for its whole time slice, so a ``poll`` before each write script cost the write
-    about one such wait. ``getsockopt`` keeps the lock. What the state cannot show is a
-    reply pending on an open connection; these connections never leave one (every reply is
-    read, and a connection whose command failed is disconnected), and RESP3 push messages
-    are parsed apart from replies.
-    """
-    sock = getattr(connection, "_sock", None)
-    if _TCP_INFO is None or sock is None:
-        return None
-    try:
-        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
-    except OSError:  # not a TCP socket
-        return None
 
 
 def client_pipeline(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
