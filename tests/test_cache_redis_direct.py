@@ -199,35 +199,6 @@ def test_a_pipeline_checks_an_idle_connection_before_sending_on_it(
     direct.disconnect()
 
 
-def test_the_idle_check_peeks_and_never_polls(
-    client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A ``poll`` would let go of the interpreter lock before every write script: the check
-    peeks at the socket instead (closed by Redis, or a reply nobody asked for: replaced)."""
-    admin = redis.Redis.from_url(redis_url)
-    direct = DirectConnections(client, limit=1)
-    first_id = direct.command("CLIENT", "ID")
-    [connection] = direct._idle
-
-    def no_poll(*args: object, **kwargs: object) -> bool:
-        raise AssertionError("the idle check polled the socket")
-
-    monkeypatch.setattr(connection, "can_read", no_poll)
-    assert direct.pipeline([("CLIENT", "ID")]) == [first_id]  # open and in step: kept as is
-    # Out of step: a reply waits that this connection's next command did not ask for.
-    connection._sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-    wait_for(lambda: _readable_bytes(connection._sock) is not None)
-    [second_id] = direct.pipeline([("CLIENT", "ID")])
-    assert second_id != first_id  # replaced before sending, so the stray reply was not taken
-    monkeypatch.setattr(connection, "can_read", no_poll)  # the new socket is checked alike
-    _kill_direct_connection(direct, admin)
-    assert direct.pipeline([("INCR", "counter")]) == [1]  # closed: seen, replaced, sent once
-    assert client.get("counter") == b"1"
-    assert direct.made == 1
-    admin.close()
-    direct.disconnect()
-
-
 def test_a_read_is_not_sent_again_on_a_connection_made_for_it(redis_url: str) -> None:
     """Only a connection that sat idle is retried: with Redis down, a read fails once."""
     client = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)

@@ -5,11 +5,10 @@ A cache hit is one ``GET``; a write through the cache is two pipelines of one sc
 ``redis.Redis.execute_command`` costs about 65 µs of client CPU on this project's benchmark
 machine (redis-py 8: the blocking pool's queue, its observability hooks, the retry wrapper);
 sent on a connection taken from a plain list it costs about 28 µs, most of it the two system
-calls; the send keeps the interpreter lock (`gateway.caches.locked_send`), so that only the
-wait for the reply lets other threads take it. A pipeline of one ``EVALSHA``: 91-129 µs
-through redis-py's ``Pipeline``, 30-33 µs here (best of 5 runs of 4,000, process CPU time,
-1 KB reply). On a read-heavy service with several threads the client's CPU, not Redis, bounds
-the throughput, so the reads and the write scripts take this path.
+calls. A pipeline of one ``EVALSHA``: 91-129 µs through redis-py's ``Pipeline``, 30-33 µs
+here (best of 5 runs of 4,000, process CPU time, 1 KB reply). On a read-heavy service with
+several threads the client's CPU, not Redis, bounds the throughput, so the reads and the write
+scripts take this path.
 
 The connections are redis-py ``Connection`` objects made with the pool's own class and settings
 (timeouts, TLS, credentials, protocol), kept on a list used as a stack: ``list.pop`` and
@@ -27,7 +26,6 @@ and makes its own.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -36,8 +34,6 @@ import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-
-from gateway.caches.locked_send import peek, send_packed
 
 
 class DirectConnections:
@@ -70,7 +66,7 @@ class DirectConnections:
         retry = connection.is_connected  # open and idle: Redis may have closed it since
         while True:
             try:
-                send_packed(connection, connection._command_packer.pack(*args))
+                connection.send_command(*args)
                 reply = connection.read_response()
             except ResponseError:
                 self._idle.append(connection)  # an error reply: the connection is in step
@@ -90,8 +86,8 @@ class DirectConnections:
         ``ResponseError`` in its place (other failures are raised, as by `command`).
 
         Pipelines carry the write scripts, which are not sent twice: an idle connection is
-        checked first, and replaced if Redis closed it or it is out of step (see
-        `_closed_or_out_of_step`).
+        checked first, as redis-py's pool checks it (a ``poll``: readable while idle means
+        closed by Redis, or out of step), and replaced if it fails the check.
         """
         connection = self._take()
         if connection is None:
@@ -100,7 +96,7 @@ class DirectConnections:
         try:
             if connection.is_connected and _closed_or_out_of_step(connection):
                 connection.disconnect()  # reconnects on the send below
-            send_packed(connection, connection.pack_commands(commands))
+            connection.send_packed_command(connection.pack_commands(commands))
             for _ in commands:
                 try:
                     replies.append(connection.read_response())
@@ -153,20 +149,8 @@ class DirectConnections:
 
 
 def _closed_or_out_of_step(connection: AbstractConnection) -> bool:
-    """An idle connection that can be read from: Redis closed it (the end of the stream) or a
-    reply is pending that nobody asked for.
-
-    On a plain socket this looks with one non-blocking ``recv(MSG_PEEK)`` that keeps the
-    interpreter lock (`gateway.caches.locked_send.peek`). redis-py's ``can_read`` polls, and
-    every socket call that can wait lets go of the lock: on a busy multi-threaded client
-    another thread then keeps it for its time slice, one more wait for every write. TLS
-    connections (whose idle sockets may hold records that are not replies) are polled.
-    """
-    sock = getattr(connection, "_sock", None)
-    if type(sock) is socket.socket:
-        looked = peek(sock)
-        if looked is not None:
-            return looked >= 0
+    """An idle connection that can be read from: Redis closed it (the read finds the end of
+    the stream and raises) or a reply is pending that nobody asked for."""
     try:
         return bool(connection.can_read())
     except (RedisConnectionError, OSError):
