@@ -171,32 +171,34 @@ def _readable_bytes(sock: socket.socket) -> bytes | None:
         return None
 
 
-def test_a_read_on_a_connection_redis_closed_while_idle_is_sent_again(
-    client: redis.Redis, redis_url: str
-) -> None:
+@pytest.fixture
+def closed_while_idle(client: redis.Redis, redis_url: str) -> Iterator[DirectConnections]:
+    """Direct connections (limit 1) whose one idle connection Redis has closed; key k = v."""
     client.set("k", b"v")
     admin = redis.Redis.from_url(redis_url)
     direct = DirectConnections(client, limit=1)
     _kill_direct_connection(direct, admin)
-    assert direct.command("GET", "k") == b"v"  # the closed connection failed; a new one answered
-    assert direct.made == 1
+    yield direct
     admin.close()
     direct.disconnect()
 
 
-def test_a_pipeline_checks_an_idle_connection_before_sending_on_it(
-    client: redis.Redis, redis_url: str
+def test_a_read_on_a_connection_redis_closed_while_idle_is_sent_again(
+    closed_while_idle: DirectConnections,
 ) -> None:
-    client.set("k", b"v")
-    admin = redis.Redis.from_url(redis_url)
-    direct = DirectConnections(client, limit=1)
-    _kill_direct_connection(direct, admin)
+    direct = closed_while_idle
+    assert direct.command("GET", "k") == b"v"  # the closed connection failed; a new one answered
+    assert direct.made == 1
+
+
+def test_a_pipeline_checks_an_idle_connection_before_sending_on_it(
+    client: redis.Redis, closed_while_idle: DirectConnections
+) -> None:
+    direct = closed_while_idle
     assert direct.pipeline([("INCR", "counter"), ("GET", "k")]) == [1, b"v"]
     # Sent once: the INCR ran exactly once (a write script must never be sent twice).
     assert client.get("counter") == b"1"
     assert direct.made == 1
-    admin.close()
-    direct.disconnect()
 
 
 def test_a_read_is_not_sent_again_on_a_connection_made_for_it(redis_url: str) -> None:
