@@ -32,7 +32,6 @@
 
 from __future__ import annotations
 
-import os
 import random as random_module
 import threading
 import time
@@ -65,6 +64,7 @@ from gateway.resilience import GuardedCache
 from gateway.revisions import parse_generation
 from gateway.service import Document, IfRev, SaveResult
 from gateway.streams.records import Change
+from gateway.tokens import random_hex
 
 T = TypeVar("T")
 
@@ -493,7 +493,7 @@ class CachingGateway:
         """
         if not keys:
             return perform()
-        intent = os.urandom(8).hex()
+        intent = random_hex(16)
         every_key = [*keys.values(), *epochs]
         tokens = self._guard.begin_write(every_key, intent, self._intent_ttl_s, ordered)
         # Taken after the intents were registered, so no earlier than their deadline in the

@@ -64,7 +64,6 @@ write to it, or their writes leave that index's answers in place.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeGuard
@@ -79,6 +78,7 @@ from gateway.dynamodb import UNKNOWN_PREVIOUS, Previous
 from gateway.errors import ValidationError
 from gateway.resilience import GuardedCache
 from gateway.service import Document
+from gateway.tokens import random_hex
 
 #: How long after its epoch began an index answer may be stale in DynamoDB itself (GSIs are
 #: eventually consistent; AWS documents propagation in a fraction of a second normally).
@@ -321,7 +321,7 @@ class QueryCache:
                 epochs.append(str(entry.document["epoch"]))
                 began = max(began, entry.stored_at)
                 continue
-            epoch = os.urandom(8).hex()
+            epoch = random_hex(16)
             # With the token taken from the read above: refused if a write began or ended
             # since (the answers read under this epoch then go unread, which is harmless).
             stored = Entry(Kind.DOCUMENT, 0, None, {"epoch": epoch}, now)

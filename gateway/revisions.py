@@ -15,11 +15,11 @@ stored revision and retry with ``_rev = <what it read>``.
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from gateway.tokens import random_hex
 
 REV_SEPARATOR = "-"
 
@@ -39,22 +39,11 @@ def wall_clock_us() -> int:
     return time.time_ns() // 1000
 
 
-#: The tokens' generator: private (a ``random.seed(42)`` in the application must not make two
-#: processes draw the same tokens), seeded from the OS, and seeded again in a forked child.
-_TOKENS = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_TOKENS.seed)
-
-
 def random_token() -> str:
-    """32 random hex digits: makes two revisions of one generation distinct.
-
-    Not ``uuid4``: its ``os.urandom`` is a system call that lets go of the interpreter lock,
-    one more wait for the lock on every save of a busy threaded client. The token must be
-    unique, not secret: it tells a save's own revision from another writer's after a lost
-    answer.
-    """
-    return f"{_TOKENS.getrandbits(128):032x}"
+    """32 random hex digits: makes two revisions of one generation distinct. Unique, not
+    secret (`gateway.tokens`): it tells a save's own revision from another writer's after a
+    lost answer."""
+    return random_hex(32)
 
 
 @dataclass(frozen=True)

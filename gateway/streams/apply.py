@@ -32,7 +32,6 @@ writes do.
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -42,6 +41,7 @@ from gateway.errors import GatewayError
 from gateway.query_cache import batch_keys, left_keys, queries_epoch_key, save_keys
 from gateway.revisions import parse_generation
 from gateway.streams.records import Change
+from gateway.tokens import random_hex
 
 
 class Decision(enum.Enum):
@@ -169,7 +169,7 @@ class ChangeApplier:
         parts = self._parts
         guard = parts.stream_guard()
         key_list = [keys[doc_id] for doc_id in changes]
-        intent = os.urandom(8).hex()
+        intent = random_hex(16)
         tokens = guard.begin_write(key_list, intent, self._intent_ttl_s, False)
         if tokens is None:
             return False

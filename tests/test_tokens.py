@@ -1,4 +1,5 @@
-"""Revision tokens: unique per draw, in every process, whatever the application seeds."""
+"""Random tokens (revisions, write intents, query epochs): unique per draw, in every process,
+whatever the application seeds."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import pytest
 
 from gateway.revisions import RevisionMaker, parse_generation, random_token
+from gateway.tokens import random_hex
 
 TOKEN = re.compile(r"\A[0-9a-f]{32}\Z")
 
@@ -18,6 +20,18 @@ def test_a_token_is_32_hex_digits_and_a_revision_parses() -> None:
     assert len(tokens) == 2000
     assert all(TOKEN.match(token) for token in tokens)  # leading zeros kept
     assert parse_generation(RevisionMaker().make(1795581320239695)) == 1795581320239695
+
+
+def test_a_write_intent_token_has_the_digits_asked_for() -> None:
+    tokens = {random_hex(16) for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(re.fullmatch(r"[0-9a-f]{16}", token) for token in tokens)
+
+
+@pytest.mark.parametrize("digits", [0, 1, 15, -2])
+def test_an_odd_or_empty_length_is_refused(digits: int) -> None:
+    with pytest.raises(ValueError, match="even number"):
+        random_hex(digits)
 
 
 def test_seeding_the_applications_random_does_not_repeat_tokens() -> None:
