@@ -27,7 +27,11 @@ time (and one scan segment), as they ran before they were pipelined (off by defa
 lengthens the run). Every import and copy writes into a table
 created (untimed) just before, and dropped after. Each figure is the number of documents
 divided by the wall time of the one call (the median over ``--repeat`` runs), and the ratio
-is the gateway's over batch_writer's.
+is the gateway's over batch_writer's. A second table gives, for each figure, how busy each
+side was during the call: this process's CPU time and the emulator's (read from ``/proc``) over
+the wall time, 100 % being one core all the time. On this 2-core machine the client and the
+emulator share the cores: a figure whose emulator column is near 100 % measures the emulator,
+not the client, and no client-side change can raise it.
 
 The latency is added in the client, before every request leaves (botocore's ``before-send``,
 `gateway.bench.latency.LatencyInjector`), on the service's clients and on batch_writer's client
@@ -63,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -77,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import boto3
-from bench_coalescing import emulator as start_emulator
+from bench_coalescing import emulator_process
 
 import gateway.migrate
 from gateway.bench.latency import LatencyInjector, service_clients
@@ -133,24 +138,71 @@ def json_lines(docs: dict[str, dict[str, Any]]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """One timed call: documents per second, and how busy the two sides were meanwhile (CPU
+    seconds over wall seconds; 1.0 is one core all the time)."""
+
+    rate: float
+    client_busy: float
+    emulator_busy: float | None  # None where the emulator's CPU cannot be read (not Linux)
+
+
+@dataclass(frozen=True)
 class Figure:
-    """The rate of one way of writing: documents per second, median of the runs."""
+    """One way of writing: the median of its runs."""
 
     name: str
     operation: str
     latency_ms: float
-    rates: list[float]
+    timings: list[Timing]
 
     @property
     def items_per_s(self) -> float:
-        return statistics.median(self.rates)
+        return statistics.median(t.rate for t in self.timings)
+
+    @property
+    def client_busy(self) -> float:
+        return statistics.median(t.client_busy for t in self.timings)
+
+    @property
+    def emulator_busy(self) -> float | None:
+        busy = [t.emulator_busy for t in self.timings if t.emulator_busy is not None]
+        return statistics.median(busy) if busy else None
 
 
-def timed(count: int, call: Callable[[], object]) -> float:
-    """Documents per second of one call that writes ``count`` documents."""
+#: The emulator's process id, set by `main` once it runs (for `timed`).
+EMULATOR_PID: int | None = None
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system, every thread) another process has used, from /proc; None
+    where that cannot be read."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(count: int, call: Callable[[], object]) -> Timing:
+    """The rate of one call that writes ``count`` documents, with the CPU this process and the
+    emulator used meanwhile: which side was the bottleneck (a side near 100 % is)."""
+    emulator_before = process_cpu_s(EMULATOR_PID)
+    cpu_before = time.process_time()
     started = time.perf_counter()
     call()
-    return count / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    client = (time.process_time() - cpu_before) / wall
+    emulator_after = process_cpu_s(EMULATOR_PID)
+    emulator = (
+        None
+        if emulator_before is None or emulator_after is None
+        else (emulator_after - emulator_before) / wall
+    )
+    return Timing(count / wall, client, emulator)
 
 
 def new_service(endpoint_url: str, prefix: str, max_in_flight: int) -> DynamoDBService:
@@ -196,10 +248,10 @@ def run_gateway(
     latency_ms: float,
     max_in_flight: int,
     repeat: int,
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[Timing], list[Timing]]:
     """Rates of ``save_many`` then ``delete_many`` of every document, ``repeat`` times."""
-    saves: list[float] = []
-    deletes: list[float] = []
+    saves: list[Timing] = []
+    deletes: list[Timing] = []
     with gateway_service(endpoint_url, f"gw{max_in_flight}-{latency_ms:g}-", max_in_flight) as svc:
         LatencyInjector(latency_ms=latency_ms).attach(service_clients(svc))
         ids = list(docs)
@@ -217,7 +269,7 @@ def run_gateway(
 
 def run_batch_writer(
     endpoint_url: str, docs: dict[str, dict[str, Any]], latency_ms: float, repeat: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[Timing], list[Timing]]:
     """Rates of ``Table.batch_writer()`` putting, then deleting, every document."""
     prefix = f"bw-{latency_ms:g}-"
     # The table is created like the gateway's (key `_id`, on-demand), then left to boto3.
@@ -237,8 +289,8 @@ def run_batch_writer(
             for doc_id in docs:
                 writer.delete_item(Key={"_id": doc_id})
 
-    saves: list[float] = []
-    deletes: list[float] = []
+    saves: list[Timing] = []
+    deletes: list[Timing] = []
     try:
         for _ in range(repeat):
             saves.append(timed(len(docs), put_all))
@@ -259,9 +311,9 @@ def run_import(
     max_in_flight: int,
     into_empty: bool,
     repeat: int,
-) -> list[float]:
+) -> list[Timing]:
     """Rates of ``import_lines`` of every line into an empty collection, ``repeat`` times."""
-    rates: list[float] = []
+    rates: list[Timing] = []
     tag = f"imp{'e' if into_empty else 'p'}{max_in_flight}-{latency_ms:g}-"
     with new_service(endpoint_url, tag, DEFAULT_MAX_IN_FLIGHT) as svc:
         LatencyInjector(latency_ms=latency_ms).attach(service_clients(svc))
@@ -282,10 +334,10 @@ def run_import(
 
 def run_batch_writer_import(
     endpoint_url: str, lines: Sequence[str], latency_ms: float, repeat: int
-) -> list[float]:
+) -> list[Timing]:
     """Rates of a hand-written import: ``json.loads`` each line, ``batch_writer`` put it."""
     prefix = f"bwi-{latency_ms:g}-"
-    rates: list[float] = []
+    rates: list[Timing] = []
     with new_service(endpoint_url, prefix, 1) as svc:
         resource = boto3_resource(endpoint_url, latency_ms)
         try:
@@ -339,10 +391,10 @@ def run_copy(
     segments: int,
     repeat: int,
     page_size: int | None = None,
-) -> list[float]:
+) -> list[Timing]:
     """Rates of ``copy_collection`` of the source into an empty collection of another table
     prefix, ``repeat`` times (the latency on the source's requests and the target's)."""
-    rates: list[float] = []
+    rates: list[Timing] = []
     with (
         scan_page_size(page_size),
         new_service(endpoint_url, SOURCE_PREFIX, DEFAULT_MAX_IN_FLIGHT) as source,
@@ -374,11 +426,11 @@ def run_copy(
 
 def run_batch_writer_copy(
     endpoint_url: str, count: int, latency_ms: float, repeat: int
-) -> list[float]:
+) -> list[Timing]:
     """Rates of a hand-written copy: a plain Scan of the source, page after page, each item put
     into the target with ``batch_writer``, from one thread."""
     prefix = f"bwc-{latency_ms:g}-"
-    rates: list[float] = []
+    rates: list[Timing] = []
     with new_service(endpoint_url, prefix, 1) as svc:
         resource = boto3_resource(endpoint_url, latency_ms)
         source = resource.Table(SOURCE_PREFIX + DB)
@@ -433,7 +485,8 @@ def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: 
     )
     print(header)
     print("-" * len(header))
-    keyed = {(f.name, f.operation, f.latency_ms): f.items_per_s for f in figures}
+    by_key = {(f.name, f.operation, f.latency_ms): f for f in figures}
+    keyed = {key: f.items_per_s for key, f in by_key.items()}
     measured = {f.operation for f in figures}
     for latency in sorted({f.latency_ms for f in figures}):
         for operation, label in OPERATIONS:
@@ -448,6 +501,7 @@ def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: 
                 f"{latency:>5g}ms  {label:<20} {par:>9,.0f} {seq_rate:>11} "
                 f"{base:>12,.0f} {par / base:>6.2f}x {seq_ratio:>9}"
             )
+    print_busy(by_key, measured)
     pages = (
         f"its scan pages of {gateway.migrate.COPY_PAGE_SIZE:,} items"
         if setup.copy_page_size is None
@@ -463,6 +517,37 @@ def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: 
         "line, then put_item\n(one run for both import rows); copy: a plain Scan of the source "
         "(1 MB pages), then put_item of each item.\n"
     )
+
+
+def print_busy(by_key: dict[tuple[str, str, float], Figure], measured: set[str]) -> None:
+    """CPU busy of the client and of the emulator during each figure's call (median of the
+    runs): where the emulator is near 100 %, the figure measures the emulator, not the
+    client."""
+    print(
+        "\nCPU busy during the call (CPU time / wall time; 100 % = one of the machine's "
+        f"{os.cpu_count()} cores all the time)\n"
+    )
+    header = (
+        f"{'latency':>7}  {'operation':<20} {'gateway client':>14} {'emulator':>9} "
+        f"{'batch_writer client':>19} {'emulator':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    def percent(busy: float | None) -> str:
+        return "-" if busy is None else f"{100 * busy:.0f}%"
+
+    for latency in sorted({key[2] for key in by_key}):
+        for operation, label in OPERATIONS:
+            if operation not in measured:
+                continue
+            par = by_key[("parallel", operation, latency)]
+            base = by_key[("batch_writer", operation, latency)]
+            print(
+                f"{latency:>5g}ms  {label:<20} {percent(par.client_busy):>14} "
+                f"{percent(par.emulator_busy):>9} {percent(base.client_busy):>19} "
+                f"{percent(base.emulator_busy):>9}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,15 +625,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = set(args.rows)
     figures: list[Figure] = []
 
-    def note(name: str, operation: str, latency: float, rates: list[float]) -> None:
-        figures.append(Figure(name, operation, latency, rates))
+    def note(name: str, operation: str, latency: float, timings: list[Timing]) -> None:
+        figure = Figure(name, operation, latency, timings)
+        figures.append(figure)
         print(
-            f"  {latency:g} ms {name} {operation}: {statistics.median(rates):,.0f}/s",
+            f"  {latency:g} ms {name} {operation}: {figure.items_per_s:,.0f}/s",
             file=sys.stderr,
         )
 
+    global EMULATOR_PID
     started = time.perf_counter()
-    with start_emulator(args.emulator) as endpoint_url:
+    with emulator_process(args.emulator) as (endpoint_url, EMULATOR_PID):
         if "copy" in rows:
             fill_source(endpoint_url, docs)
         for latency in args.latency_ms:
@@ -565,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-Note = Callable[[str, str, float, list[float]], None]
+Note = Callable[[str, str, float, list[Timing]], None]
 
 
 def measure_bulk(

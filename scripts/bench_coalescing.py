@@ -238,8 +238,9 @@ DYNALITE_VERSION = "4"
 
 
 @contextlib.contextmanager
-def dynalite() -> Iterator[str]:
-    """An in-memory dynalite on a free loopback port (installed with npm on first use)."""
+def dynalite() -> Iterator[tuple[str, int]]:
+    """An in-memory dynalite on a free loopback port (installed with npm on first use): its
+    endpoint and process id."""
     binary = EMULATORS_DIR / "node_modules" / ".bin" / "dynalite"
     if not binary.exists():
         npm = shutil.which("npm")
@@ -273,7 +274,7 @@ def dynalite() -> Iterator[str]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise SystemExit("dynalite did not start")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -282,12 +283,19 @@ def dynalite() -> Iterator[str]:
 @contextlib.contextmanager
 def emulator(kind: str) -> Iterator[str]:
     """The endpoint of the chosen emulator, for the duration of the run."""
+    with emulator_process(kind) as (endpoint_url, _):
+        yield endpoint_url
+
+
+@contextlib.contextmanager
+def emulator_process(kind: str) -> Iterator[tuple[str, int | None]]:
+    """The endpoint and process id of the chosen emulator, for the duration of the run."""
     if kind == "dynalite":
-        with dynalite() as endpoint_url:
-            yield endpoint_url
+        with dynalite() as (endpoint_url, pid):
+            yield endpoint_url, pid
     else:
         with EmbeddedDynamoDB() as ddb:
-            yield ddb.endpoint_url
+            yield ddb.endpoint_url, ddb.pid
 
 
 def main(argv: list[str] | None = None) -> int:
