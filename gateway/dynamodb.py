@@ -37,6 +37,7 @@ from gateway.batching import (
     WriteResult,
     write_with_revisions,
 )
+from gateway.boto_sessions import new_session
 from gateway.bulk import DEFAULT_MAX_IN_FLIGHT, BulkExecutor, Task
 from gateway.codec import (
     check_item_size,
@@ -192,7 +193,7 @@ class DynamoDBService:
         self._indexes = {name: dict(spec) for name, spec in (indexes or {}).items()}
         self._retry = retry_policy or RetryPolicy()
         self._revisions = revisions or RevisionMaker()
-        session = session or boto3.session.Session(region_name=region_name)
+        session = session or new_session(region_name)
         config = botocore_config(connect_timeout_s, read_timeout_s, max_pool_connections)
         self._client = session.client(
             "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=config

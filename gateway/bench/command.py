@@ -48,6 +48,7 @@ from gateway.bench.meter import RequestMeter
 from gateway.bench.peers import DogpileCache, NaiveCache, dogpile_missing
 from gateway.bench.report import as_json, build_rows, check_chart_support, table, write_chart
 from gateway.bench.runner import BackendRun, RunConfig, run_backend
+from gateway.boto_sessions import new_session
 from gateway.config import Settings
 from gateway.errors import ConfigError, ValidationError
 from gateway.factory import build_cache, build_dynamodb_service, build_gateway
@@ -559,7 +560,6 @@ def _run_dax(
     """The ``dax`` backend: amazon-dax-client against a local DAX node (our emulator of the
     protocol and of DAX's caches) in front of the same DynamoDB endpoint. The added latency
     and the request meter are on the node's DynamoDB client: what the cluster asks DynamoDB."""
-    import boto3
 
     from gateway.dax import build_dax_service
     from gateway.dax_emulator import DaxEmulator
@@ -569,7 +569,7 @@ def _run_dax(
             "gateway bench: the dax backend runs a local DAX node in front of a DynamoDB "
             "endpoint: use the embedded emulator or --endpoint-url, not --aws"
         )
-    upstream = boto3.session.Session().client(
+    upstream = new_session().client(
         "dynamodb",
         region_name=settings.DYNAMODB_REGION,
         endpoint_url=settings.DYNAMODB_ENDPOINT_URL,

@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway.boto_sessions import new_session
 from gateway.dax_emulator.cache import TtlLru
 from gateway.dax_emulator.cbor import Encoder
 from gateway.dax_emulator.codec import (
@@ -202,7 +202,7 @@ class DataPlane:
         query_cache_size: int = 10_000,
         client: Any = None,
     ) -> None:
-        self.client = client or boto3.session.Session().client(
+        self.client = client or new_session().client(
             "dynamodb",
             region_name=region,
             endpoint_url=endpoint_url,
