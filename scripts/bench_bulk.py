@@ -27,8 +27,8 @@ time (and one scan segment), as they ran before they were pipelined (off by defa
 lengthens the run). Every import and copy writes into a table
 created (untimed) just before, and dropped after. Each figure is the number of documents
 divided by the wall time of the one call (the median over ``--repeat`` runs), and the ratio
-is the gateway's over batch_writer's. A second table gives, for each figure, how busy each
-side was during the call: this process's CPU time and the emulator's (read from ``/proc``) over
+is the gateway's over batch_writer's. A second table gives, for each figure, the call's wall
+time and how busy each side was during it: this process's CPU time and the emulator's (read from ``/proc``) over
 the wall time, 100 % being one core all the time. On this 2-core machine the client and the
 emulator share the cores: a figure whose emulator column is near 100 % measures the emulator,
 not the client, and no client-side change can raise it.
@@ -143,6 +143,7 @@ class Timing:
     seconds over wall seconds; 1.0 is one core all the time)."""
 
     rate: float
+    wall_s: float
     client_busy: float
     emulator_busy: float | None  # None where the emulator's CPU cannot be read (not Linux)
 
@@ -159,6 +160,10 @@ class Figure:
     @property
     def items_per_s(self) -> float:
         return statistics.median(t.rate for t in self.timings)
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(t.wall_s for t in self.timings)
 
     @property
     def client_busy(self) -> float:
@@ -202,7 +207,7 @@ def timed(count: int, call: Callable[[], object]) -> Timing:
         if emulator_before is None or emulator_after is None
         else (emulator_after - emulator_before) / wall
     )
-    return Timing(count / wall, client, emulator)
+    return Timing(count / wall, wall, client, emulator)
 
 
 def new_service(endpoint_url: str, prefix: str, max_in_flight: int) -> DynamoDBService:
@@ -520,16 +525,17 @@ def print_table(figures: list[Figure], docs: int, size: int, where: str, setup: 
 
 
 def print_busy(by_key: dict[tuple[str, str, float], Figure], measured: set[str]) -> None:
-    """CPU busy of the client and of the emulator during each figure's call (median of the
-    runs): where the emulator is near 100 %, the figure measures the emulator, not the
-    client."""
+    """Each figure's call: its wall time, and how busy the client and the emulator were
+    meanwhile (medians of the runs, each on its own): where the emulator is near 100 %, the
+    figure measures the emulator, not the client."""
     print(
         "\nCPU busy during the call (CPU time / wall time; 100 % = one of the machine's "
-        f"{os.cpu_count()} cores all the time)\n"
+        f"{os.cpu_count()} cores all the time;\nthe emulator's is counted in clock ticks of "
+        f"{1000 / os.sysconf('SC_CLK_TCK'):g} ms: a call of well under a second reads coarsely)\n"
     )
     header = (
-        f"{'latency':>7}  {'operation':<20} {'gateway client':>14} {'emulator':>9} "
-        f"{'batch_writer client':>19} {'emulator':>9}"
+        f"{'latency':>7}  {'operation':<20} {'gateway':>8} {'client':>7} {'emulator':>9} "
+        f"{'batch_writer':>13} {'client':>7} {'emulator':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -544,9 +550,9 @@ def print_busy(by_key: dict[tuple[str, str, float], Figure], measured: set[str])
             par = by_key[("parallel", operation, latency)]
             base = by_key[("batch_writer", operation, latency)]
             print(
-                f"{latency:>5g}ms  {label:<20} {percent(par.client_busy):>14} "
-                f"{percent(par.emulator_busy):>9} {percent(base.client_busy):>19} "
-                f"{percent(base.emulator_busy):>9}"
+                f"{latency:>5g}ms  {label:<20} {par.wall_s:>7.2f}s {percent(par.client_busy):>7} "
+                f"{percent(par.emulator_busy):>9} {base.wall_s:>12.2f}s "
+                f"{percent(base.client_busy):>7} {percent(base.emulator_busy):>9}"
             )
 
 

@@ -1,14 +1,17 @@
-"""Sessions of `gateway.boto_sessions`: each service has a session of its own, and they share
-one loader, so the second service parses no model file again."""
+"""Sessions of `gateway.boto_sessions`: each service has a session of its own, and sessions of
+one data path share one loader, so a second service parses no model again."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import boto3
 import botocore.loaders
 import pytest
 
+from gateway import boto_sessions
 from gateway.boto_sessions import new_session, shared_loader
 from gateway.dynamodb import DynamoDBService
 
@@ -29,12 +32,16 @@ def files_parsed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield parsed
 
 
-def test_sessions_are_distinct_but_share_the_loader() -> None:
+def loader_of(session: boto3.session.Session) -> object:
+    return session._session.get_component("data_loader")
+
+
+def test_sessions_are_distinct_but_share_the_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DATA_PATH", raising=False)
     first, second = new_session("us-east-1"), new_session("eu-west-1")
     assert first is not second and first._session is not second._session
     assert first.region_name == "us-east-1" and second.region_name == "eu-west-1"
-    assert first._session.get_component("data_loader") is shared_loader()
-    assert second._session.get_component("data_loader") is shared_loader()
+    assert loader_of(first) is loader_of(second) is shared_loader(None)
 
 
 def test_a_second_service_parses_no_model_again(files_parsed: list[str]) -> None:
@@ -46,11 +53,50 @@ def test_a_second_service_parses_no_model_again(files_parsed: list[str]) -> None
     assert files_parsed == []
 
 
-def test_a_callers_session_is_used_as_given(files_parsed: list[str]) -> None:
+def test_sessions_do_not_grow_the_shared_search_paths() -> None:
+    # boto3 appends its data directory to the loader of every Session it makes.
+    new_session()
+    paths = list(shared_loader(None).search_paths)
+    for _ in range(50):
+        new_session()
+    assert shared_loader(None).search_paths == paths
+    assert len(set(paths)) == len(paths)
+
+
+def test_another_data_path_gets_a_loader_that_searches_it_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    monkeypatch.delenv("AWS_DATA_PATH", raising=False)
+    default = loader_of(new_session())
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    own = loader_of(new_session())
+    assert own is not default
+    assert own.search_paths[0] == str(tmp_path)  # type: ignore[attr-defined]
+    assert loader_of(new_session()) is own
+
+
+def test_a_callers_session_is_used_as_given() -> None:
     own = boto3.session.Session(region_name="us-east-1")
-    loader = own._session.get_component("data_loader")
-    assert loader is not shared_loader()
-    with DynamoDBService(region_name="us-east-1", endpoint_url=UNREACHABLE, session=own):
-        pass
-    assert own._session.get_component("data_loader") is loader
-    assert files_parsed  # its own loader read the models: the shared one was not slipped in
+    loader = loader_of(own)
+    with DynamoDBService(region_name="us-east-1", endpoint_url=UNREACHABLE, session=own) as svc:
+        assert svc._session is own
+    assert loader_of(own) is loader and loader is not shared_loader(None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_lock_was_held_can_still_make_sessions(
+    tmp_path: os.PathLike[str],
+) -> None:
+    with boto_sessions._lock:  # as another thread building a session at the fork would
+        pid = os.fork()
+        if pid == 0:  # the child: a new data path takes the lock; never returns into pytest
+            code = 1
+            try:
+                signal.alarm(30)  # a hang ends the child by SIGALRM, not the test run
+                os.environ["AWS_DATA_PATH"] = str(tmp_path)
+                new_session()
+                code = 0
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

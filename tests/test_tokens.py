@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from gateway import tokens
 from gateway.revisions import RevisionMaker, parse_generation, random_token
 from gateway.tokens import random_hex
 
@@ -66,3 +67,20 @@ def test_a_forked_child_draws_other_tokens_than_its_parent() -> None:
     assert {child[i : i + 32] for i in range(0, 128, 32)}.isdisjoint(
         parent[i : i + 32] for i in range(0, 128, 32)
     )
+
+
+def test_a_copy_of_the_process_made_without_fork_draws_other_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two environments restored from one memory snapshot share the generator's state.
+    snapshot = tokens._TOKENS.getstate()
+    monkeypatch.setattr(tokens, "_clock_ns", lambda: 1_795_700_000_000_000_001)
+    first = [random_hex(16), random_hex(32)]
+    tokens._TOKENS.setstate(snapshot)
+    monkeypatch.setattr(tokens, "_clock_ns", lambda: 1_795_700_000_000_000_002)
+    second = [random_hex(16), random_hex(32)]
+    assert not set(first) & set(second)
+    # The clock only tells the copies apart: the same state at the same instant repeats.
+    tokens._TOKENS.setstate(snapshot)
+    monkeypatch.setattr(tokens, "_clock_ns", lambda: 1_795_700_000_000_000_001)
+    assert [random_hex(16), random_hex(32)] == first
