@@ -147,6 +147,11 @@ class DynamoDBService:
         """``data_resource``: a resource with boto3's DynamoDB interface for the data plane
         (e.g. DAX's); by default a boto3 resource for ``region_name`` / ``endpoint_url``.
 
+        ``session``: the boto3 session to make the clients with, used as given; by default a
+        new one whose parsed service models are shared with the process's other services
+        (`gateway.boto_sessions`: one loader per data path, so a model file changed under
+        ``AWS_DATA_PATH`` after the process first read it is not read again).
+
         ``coalesce_reads``: concurrent ``get`` / ``get_many`` calls on a table are merged into
         BatchGetItem requests of at most ``max_batch_get`` keys. ``coalesce_writes``:
         concurrent unconditional saves and deletes (and ``save_many`` / ``delete_many``) are
