@@ -28,9 +28,9 @@ lengthens the run). Every import and copy writes into a table
 created (untimed) just before, and dropped after. Each figure is the number of documents
 divided by the wall time of the one call (the median over ``--repeat`` runs), and the ratio
 is the gateway's over batch_writer's. A second table gives, for each figure, the call's wall
-time and how busy each side was during it: this process's CPU time and the emulator's (read from ``/proc``) over
-the wall time, 100 % being one core all the time. On this 2-core machine the client and the
-emulator share the cores: a figure whose emulator column is near 100 % measures the emulator,
+time and how busy each side was during it: this process's CPU time and the emulator's (read
+from ``/proc``) over the wall time, 100 % being one core all the time. On this 2-core machine
+the client and the emulator share the cores: a figure whose emulator column is near 100 % measures the emulator,
 not the client, and no client-side change can raise it.
 
 The latency is added in the client, before every request leaves (botocore's ``before-send``,
@@ -83,6 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import boto3
 from bench_coalescing import emulator_process
+from bench_streams import cpu_seconds
 
 import gateway.migrate
 from gateway.bench.latency import LatencyInjector, service_clients
@@ -142,10 +143,14 @@ class Timing:
     """One timed call: documents per second, and how busy the two sides were meanwhile (CPU
     seconds over wall seconds; 1.0 is one core all the time)."""
 
-    rate: float
+    documents: int
     wall_s: float
     client_busy: float
     emulator_busy: float | None  # None where the emulator's CPU cannot be read (not Linux)
+
+    @property
+    def rate(self) -> float:
+        return self.documents / self.wall_s
 
 
 @dataclass(frozen=True)
@@ -182,14 +187,7 @@ EMULATOR_PID: int | None = None
 def process_cpu_s(pid: int | None) -> float | None:
     """CPU seconds (user + system, every thread) another process has used, from /proc; None
     where that cannot be read."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None if pid is None else cpu_seconds(f"/proc/{pid}/stat")
 
 
 def timed(count: int, call: Callable[[], object]) -> Timing:
@@ -207,7 +205,7 @@ def timed(count: int, call: Callable[[], object]) -> Timing:
         if emulator_before is None or emulator_after is None
         else (emulator_after - emulator_before) / wall
     )
-    return Timing(count / wall, wall, client, emulator)
+    return Timing(count, wall, client, emulator)
 
 
 def new_service(endpoint_url: str, prefix: str, max_in_flight: int) -> DynamoDBService:

@@ -11,10 +11,7 @@ written by hand and on a fake service that answers one revision behind.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -50,6 +47,7 @@ from gateway.config import Settings
 from gateway.dynamodb import DynamoDBService
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.workload import WorkloadSpec, key_name
+from tests.script_runs import run_python
 from tests.servers import raw_dynamodb_client
 
 # dogpile.cache 1.5 calls redis-py's SETEX, which redis-py 6+ marks deprecated.
@@ -187,26 +185,10 @@ def test_dogpile_is_skipped_without_redis(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_bench_subprocess_with_a_clean_environment() -> None:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AWS_", "DYNAMODB_", "GATEWAY_"))
-        and name not in ("CACHE_BACKEND", "REDIS_URL", "COLLECTIONS", "RETRY", "COALESCING")
-    }
-    env.update(
+    result = run_python(
+        ["-m", "gateway.cli", *SHORT_RUN, "--backends", "bare,memory"],
+        BENCH_TIMEOUT_S,
         PYTHONPATH=str(ROOT),
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *SHORT_RUN, "--backends", "bare,memory"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from test_bench_streams import clean_environment
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.script_runs import ROOT, run_python
+
 SCRIPT = ROOT / "scripts" / "bench_bulk.py"
 TIMEOUT_S = 240
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -24,14 +22,8 @@ import bench_bulk  # noqa: E402  (a script, found on the path above)
 
 
 def test_bench_bulk_prints_rates_and_cpu_busy() -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--docs", "60", "--latency-ms", "0", "--rows", "bulk"],
-        env=clean_environment(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
+    result = run_python(
+        [str(SCRIPT), "--docs", "60", "--latency-ms", "0", "--rows", "bulk"], TIMEOUT_S
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rates, _, busy = result.stdout.partition("CPU busy during the call")

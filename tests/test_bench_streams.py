@@ -5,35 +5,14 @@ asserted (the machine's speed is not under test); the benchmark's own run is in 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.script_runs import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_streams.py"
 TIMEOUT_S = 240
 TINY_RUN = [
     *("--keys", "60", "--rate", "20", "--duration", "1", "--visible-s", "3"),
     *("--cost-duration", "1", "--repeat", "1", "--threads", "2"),
 ]
-
-
-def clean_environment() -> dict[str, str]:
-    """This environment without the settings' variables or AWS's (as ``gateway bench``'s
-    subprocess test): the script must need none of them."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AWS_", "DYNAMODB_", "GATEWAY_", "CACHE_", "REDIS_"))
-        and name not in ("COLLECTIONS", "RETRY", "COALESCING", "STREAMS_INVALIDATION")
-    }
-    env.update(
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    return env
 
 
 def rows(section: str, backends: list[str]) -> dict[str, str]:
@@ -50,15 +29,7 @@ def test_bench_streams_prints_both_tables() -> None:
     # One backend keeps the suite short; the others run the same code paths of the script
     # (tests/test_streams_integration.py covers them against Redis).
     backends = ["memory"]
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--backends", ",".join(backends), *TINY_RUN],
-        env=clean_environment(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
+    result = run_python([str(SCRIPT), "--backends", ",".join(backends), *TINY_RUN], TIMEOUT_S)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     assert "Traceback" not in result.stderr, result.stderr[-4000:]
     out = result.stdout
