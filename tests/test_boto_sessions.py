@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 
 import boto3
@@ -100,3 +101,30 @@ def test_a_child_forked_while_the_lock_was_held_can_still_make_sessions(
                 os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_services_built_at_once_from_several_threads_share_one_loader(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    # A data path no session used yet: every thread reaches the loader's creation together.
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    start = threading.Barrier(8)
+    loaders: list[object] = []
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            start.wait()
+            with DynamoDBService(region_name="us-east-1", endpoint_url=UNREACHABLE) as svc:
+                loaders.append(loader_of(svc._session))
+        except BaseException as exc:  # reported below, with the thread's own traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(loaders) == 8 and all(loader is loaders[0] for loader in loaders)
+    assert loaders[0] is shared_loader(str(tmp_path))
