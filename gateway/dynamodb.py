@@ -25,6 +25,7 @@ import boto3
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway import json_protocol
 from gateway.aws_errors import error_code, translate
 from gateway.batching import (
     MAX_BATCH_GET_KEYS,
@@ -224,6 +225,8 @@ class DynamoDBService:
                     connect_timeout_s, read_timeout_s, max_pool_connections, validate=False
                 ),
             )
+            # botocore's walks of every value, skipped where they change nothing.
+            json_protocol.install(self._plain_client)
         self._tables = TableManager(
             self._client, self._indexes_for, self._call, stream_view_type=stream_view_type
         )
