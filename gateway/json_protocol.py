@@ -4,28 +4,34 @@ botocore serializes a request by walking the parameters against the API model, v
 then ``json.dumps`` the copy it built; it parses an answer by ``json.loads`` and a second walk
 that rebuilds every dict. For DynamoDB's data plane both walks are almost always the identity:
 the parameters are already JSON (AttributeValues from boto3's ``TypeSerializer``), and so are
-the answers. Only binary values (``B``, ``BS``: base64 on the wire), numbers of ``double``
-shapes (``ConsumedCapacity``: botocore makes them floats) and timestamps need converting.
-Measured (one BatchWriteItem of 25 items of 1 KB): 692 us of client CPU to serialize through
-botocore against 276 us here; one BatchGetItem answer of 100 revisions: 1,378 us to parse
-against 111 us. ``save_many`` of 20,000 documents on dynalite: 15-25 % more items/s.
+the answers. Only binary values (``B``, ``BS``: base64 on the wire) and timestamps need
+converting. Measured (one BatchWriteItem of 25 items of 1 KB): 692 us of client CPU to serialize
+through botocore against 276 us here; one BatchGetItem answer of 100 revisions: 1,378 us to
+parse against 111 us. ``save_many`` of 20,000 documents on dynalite: 15-25 % more items/s.
 
-What changes nothing it must not:
-* Only operations whose models allow it take the short path: every value of the request must
-  be a structure, list, map, string, integer, long, boolean or blob with no renamed member and
-  no host prefix (DynamoDB's data plane is); for an answer, members holding anything else
-  (``ConsumedCapacity``'s doubles, a timestamp) are still parsed by botocore, from a body of
-  just those members, so they come out exactly as before.
-* A request body is ``json.dumps`` of the parameters with ``bytes`` as base64, which is byte
-  for byte what botocore sends (tests/test_json_protocol.py compares them). A value of another
-  type sends the whole request through botocore, as before.
-* Any answer that is not a success (status 300 and up: errors, with their codes, messages and
-  ``CancellationReasons``), or whose body names a ``"B"`` or ``"BS"`` anywhere (binary values
-  to decode; a string that merely contains the text takes the slow path too, which is only
-  slower), is parsed by botocore whole. Members the model does not know, and nulls, are
-  dropped at the top level as botocore drops them.
-* `install` leaves a client untouched (returns False) if botocore's internals it replaces are
-  not what it expects, so a botocore upgrade costs speed, never correctness.
+The contract, and where it differs from botocore's:
+* Requests: only operations whose input model holds nothing but structures, lists, maps,
+  strings, integers, longs, booleans and blobs, with no renamed member and no host prefix,
+  take the short path (DynamoDB's data plane does). The parameters must be in the wire form
+  boto3's ``TypeSerializer`` makes, with only members the model knows: ``bytes`` only as the
+  value of a blob (``B``, an element of ``BS``), and every blob ``bytes``. Then the body is
+  ``json.dumps`` of the parameters with ``bytes`` as base64, byte for byte what botocore sends
+  (tests/test_json_protocol.py compares them). Outside that contract the two differ: a ``str``
+  blob is sent as it is (botocore base64-encodes it), ``bytes`` in a string member are sent as
+  base64 and an unknown member is sent (botocore raises). A value JSON cannot hold (a
+  ``Decimal``, say) sends the whole request through botocore, which fails as it always did.
+  `gateway.wire_items` is the only caller, and keeps to the contract.
+* Answers: any answer that is not a success (status 300 and up: errors, with their codes,
+  messages, ``CancellationReasons`` and condition-check items), whose body names a ``"B"`` or
+  ``"BS"`` anywhere (binary values to decode; a string that merely contains the text takes the
+  slow path too, which is only slower) or that is not a JSON object is parsed by botocore whole,
+  as are the members that hold a timestamp or a renamed member (from a body of just those
+  members). The rest is ``json.loads``'s, in botocore's order of members, with its
+  ``ResponseMetadata``. botocore drops nulls and members the model does not know at every
+  level; here only at the top level (DynamoDB, moto and dynalite send neither deeper down).
+* `install` leaves a client untouched (returns False) if botocore's serializer or parser
+  factory is not where this version keeps them. tests/test_json_protocol.py compares both paths
+  on the installed botocore, so a change of botocore's behaviour shows there.
 
 Only the plain data-plane client of `gateway.dynamodb.DynamoDBService` gets it.
 """
@@ -46,9 +52,10 @@ from botocore.serialize import JSONSerializer
 _REQUEST_TYPES: Final = frozenset(
     {"structure", "list", "map", "string", "integer", "long", "boolean", "blob"}
 )
-#: Shapes whose values botocore's JSON parser returns as ``json.loads`` gives them.
+#: Shapes whose values botocore's JSON parser returns as ``json.loads`` gives them (it has no
+#: handler for numbers: ``ConsumedCapacity``'s doubles come back as the JSON had them).
 _ANSWER_TYPES: Final = frozenset(
-    {"structure", "list", "map", "string", "integer", "long", "boolean"}
+    {"structure", "list", "map", "string", "integer", "long", "boolean", "double", "float"}
 )
 #: The members holding binary values: where a blob may be in an answer (the body is checked
 #: for these keys, and parsed by botocore when one is there).
@@ -102,9 +109,9 @@ def request_copied_as_is(operation: OperationModel) -> bool:
 @dataclass(frozen=True)
 class AnswerPlan:
     """How an operation's successful answer is parsed: ``walked`` members by botocore, the
-    rest as ``json.loads`` gives them."""
+    rest as ``json.loads`` gives them; ``members`` in the model's order."""
 
-    members: frozenset[str]
+    members: tuple[str, ...]
     walked: frozenset[str]
 
 
@@ -119,7 +126,7 @@ def answer_plan(shape: Shape | None) -> AnswerPlan | None:
         if member.serialization.get("name", name) != name
         or not _copied_as_is(member, _ANSWER_TYPES, set(), name in _BINARY_MEMBERS)
     )
-    return AnswerPlan(frozenset(members), walked)
+    return AnswerPlan(tuple(members), walked)
 
 
 class FastJSONSerializer:
@@ -164,18 +171,20 @@ class FastJSONParser:
         if plan is None or response["status_code"] >= 300 or b'"B"' in body or b'"BS"' in body:
             return self._botocore.parse(response, shape)
         try:
-            raw = json.loads(body) if body else {}
-        except ValueError:
+            raw = json.loads(body.decode("utf-8")) if body else {}
+        except ValueError:  # not UTF-8 (botocore raises), not JSON (botocore has its ways)
             return self._botocore.parse(response, shape)
         if not isinstance(raw, dict):
             return self._botocore.parse(response, shape)
-        walked = {name: raw.pop(name) for name in plan.walked if name in raw}
-        # botocore adds ResponseMetadata and parses the members that need converting.
-        parsed = self._botocore.parse({**response, "body": json.dumps(walked).encode()}, shape)
-        members = plan.members
-        for name, value in raw.items():
-            if value is not None and name in members:
+        walked = {name: raw[name] for name in plan.walked if name in raw}
+        # botocore makes ResponseMetadata and the members that need converting.
+        converted = self._botocore.parse({**response, "body": json.dumps(walked).encode()}, shape)
+        parsed: dict[str, Any] = {}
+        for name in plan.members:  # in botocore's order
+            value = converted.get(name) if name in plan.walked else raw.get(name)
+            if value is not None:
                 parsed[name] = value
+        parsed["ResponseMetadata"] = converted["ResponseMetadata"]
         return parsed
 
     def _plan(self, shape: Shape | None) -> AnswerPlan | None:
