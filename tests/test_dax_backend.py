@@ -614,6 +614,10 @@ def test_puts_dynamodb_leaves_unprocessed_are_retried_until_written(
 RACE_IDS = ["r0", "r1", "r2"]
 RACE_THREADS = 8
 RACE_SECONDS = 1.0
+#: A race waiting for its faults (`_race`'s ``enough``) runs at most this long.
+RACE_MAX_SECONDS = 20.0
+#: Answers lost before a race with lost answers may stop: fewer would test little.
+RACE_MIN_LOST = 5
 
 
 @dataclass(frozen=True)
@@ -630,8 +634,12 @@ class Acked:
     ended: float
 
 
-def _race(db: Any, seed: int) -> tuple[list[Acked], list[BaseException]]:
-    """RACE_THREADS threads writing RACE_IDS through ``db`` for RACE_SECONDS."""
+def _race(
+    db: Any, seed: int, enough: Callable[[], bool] = lambda: True
+) -> tuple[list[Acked], list[BaseException]]:
+    """RACE_THREADS threads writing RACE_IDS through ``db`` for RACE_SECONDS, and on until
+    ``enough()`` (polled; at most RACE_MAX_SECONDS in all): a race that waits for faults
+    to be injected makes as many whatever the machine's speed."""
     acked: list[Acked] = []
     failed: list[BaseException] = []
     lock = threading.Lock()
@@ -693,6 +701,9 @@ def _race(db: Any, seed: int) -> tuple[list[Acked], list[BaseException]]:
     for thread in threads:
         thread.start()
     stop.wait(RACE_SECONDS)
+    deadline = time.monotonic() + RACE_MAX_SECONDS - RACE_SECONDS
+    while not enough() and time.monotonic() < deadline:
+        stop.wait(0.05)
     stop.set()
     for thread in threads:
         thread.join(30)
@@ -783,21 +794,22 @@ def test_the_history_check_finds_lost_writes_resurrections_and_steps_back() -> N
 
 
 @contextlib.contextmanager
-def _losing_answers(where: str | None, node: DaxEmulator, wire: DaxWire) -> Iterator[list[int]]:
+def _losing_answers(
+    where: str | None, node: DaxEmulator, wire: DaxWire
+) -> Iterator[Callable[[], int]]:
     """While the block runs, lose some answers: at DAX's wire (the node drops or cuts one
     answer, then another 30 ms after that one was lost) or at DynamoDB's, behind DAX (3 % of
-    the writes' answers). Yields ``[n]``: n, set on exit, is how many answers were lost."""
+    the writes' answers). Yields a function: how many answers were lost so far."""
     lost = [0]
     if where == "dynamodb":
         wire.configure(lose_rate=0.03, operations={"PutItem", "DeleteItem", "BatchWriteItem"})
         try:
-            yield lost
+            yield lambda: sum(wire.injected().get("lost", {}).values())
         finally:
-            lost[0] = sum(wire.injected().get("lost", {}).values())
             wire.clear_faults()
         return
     if where is None:
-        yield lost
+        yield lambda: 0
         return
     stop = threading.Event()
     rng = random.Random(where)
@@ -811,7 +823,7 @@ def _losing_answers(where: str | None, node: DaxEmulator, wire: DaxWire) -> Iter
     injector = threading.Thread(target=inject)
     injector.start()
     try:
-        yield lost
+        yield lambda: lost[0]
     finally:
         stop.set()
         injector.join()
@@ -837,9 +849,11 @@ def test_racing_writers_leave_what_their_acknowledged_calls_say(
     seeded = db.save_many("race", {doc_id: {"n": -1, "by": "seed"} for doc_id in RACE_IDS})
     started = time.monotonic()
     with _losing_answers(lost, node, fault_proxy) as answers_lost:
-        acked, failed = _race(db, seed=7 + tier)
+        acked, failed = _race(
+            db, seed=7 + tier, enough=lambda: lost is None or answers_lost() >= RACE_MIN_LOST
+        )
     assert failed == []
-    assert (answers_lost[0] >= 5) is (lost is not None), answers_lost
+    assert (answers_lost() >= RACE_MIN_LOST) is (lost is not None), answers_lost()
     acked += [
         Acked("save", doc_id, rev, {"n": -1, "by": "seed"}, started - 1, started - 1)
         for doc_id, rev in seeded.items()
