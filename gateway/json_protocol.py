@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -89,12 +88,8 @@ def _copied_as_is(shape: Shape, types: frozenset[str], seen: set[str], in_binary
     if shape.type_name == "list":
         return _copied_as_is(shape.member, types, seen, in_binary)  # type: ignore[attr-defined]
     if shape.type_name == "map":
-        return _copied_as_is(shape.key, types, seen, False) and _copied_as_is(  # type: ignore[attr-defined]
-            shape.value,  # type: ignore[attr-defined]
-            types,
-            seen,
-            False,
-        )
+        key, value = shape.key, shape.value  # type: ignore[attr-defined]
+        return _copied_as_is(key, types, seen, False) and _copied_as_is(value, types, seen, False)
     return True
 
 
@@ -178,7 +173,8 @@ class FastJSONParser:
             return self._botocore.parse(response, shape)
         walked = {name: raw[name] for name in plan.walked if name in raw}
         # botocore makes ResponseMetadata and the members that need converting.
-        converted = self._botocore.parse({**response, "body": json.dumps(walked).encode()}, shape)
+        walked_body = json.dumps(walked).encode() if walked else b"{}"
+        converted = self._botocore.parse({**response, "body": walked_body}, shape)
         parsed: dict[str, Any] = {}
         for name in plan.members:  # in botocore's order
             value = converted.get(name) if name in plan.walked else raw.get(name)
@@ -201,19 +197,18 @@ class _ParserFactory:
 
     def __init__(self, botocore_factory: Any) -> None:
         self._botocore = botocore_factory
+        # Made on first use; two threads racing both make one, and either is as good (the
+        # parsers keep nothing between answers but their plans, which come out the same).
         self._json: FastJSONParser | None = None
-        self._lock = threading.Lock()
 
     def create_parser(self, protocol_name: str) -> Any:
         if protocol_name != "json":
             return self._botocore.create_parser(protocol_name)
         if self._json is None:
-            with self._lock:
-                if self._json is None:
-                    parser = self._botocore.create_parser(protocol_name)
-                    if not isinstance(parser, JSONParser):
-                        return parser
-                    self._json = FastJSONParser(parser)
+            parser = self._botocore.create_parser(protocol_name)
+            if not isinstance(parser, JSONParser):
+                return parser
+            self._json = FastJSONParser(parser)
         return self._json
 
 
@@ -224,9 +219,9 @@ def install(client: Any) -> bool:
     serializer = getattr(client, "_serializer", None)
     endpoint = getattr(client, "_endpoint", None)
     factory = getattr(endpoint, "_response_parser_factory", None)
-    if type(serializer) is not JSONSerializer or factory is None:
-        return False
-    if not callable(getattr(factory, "create_parser", None)):
+    if type(serializer) is not JSONSerializer or not callable(
+        getattr(factory, "create_parser", None)
+    ):
         return False
     client._serializer = FastJSONSerializer(serializer)
     endpoint._response_parser_factory = _ParserFactory(factory)  # type: ignore[union-attr]
