@@ -1122,6 +1122,16 @@ class CacheBackendConformance:
 
         replay()
 
+    def test_an_older_fill_after_a_newer_one_is_not_kept_past_the_write(
+        self, backend: CacheBackend
+    ) -> None:
+        # Found by the model test: during a save, a reader fills the saved copy (read after
+        # DynamoDB applied it), then a reader with the same token fills the copy it read
+        # before; the save's end must store its copy, not keep the older one in place.
+        steps = [("read", 0, 0, 0), ("begin", 0, 0, 0), ("read", 0, 0, 0), ("apply", 0, 0, 0)]
+        steps += [("load", 0, 1, 0), ("fill", 0, 0, 0), ("end", 0, 0, 0)]
+        self.check_against_model(backend, steps)
+
     def check_against_model(
         self, backend: CacheBackend, steps: Sequence[tuple[str, int, int, int]]
     ) -> None:

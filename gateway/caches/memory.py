@@ -319,9 +319,13 @@ class MemoryCache:
                 unordered = any(not o for _, o in pending.intents.values())
                 if pending.uver == end.token and not unordered:
                     slot = self._lru[key]
-                    current = pending.max_gen
+                    # The entry in place, as the model compares; only when it is gone
+                    # (evicted, expired) the highest generation filled since the write began,
+                    # which a fill of an older copy afterwards must not hide behind.
                     if slot is not None and now < slot[0]:
-                        current = max(current, slot[1].generation)
+                        current = slot[1].generation
+                    else:
+                        current = pending.max_gen
                     if current >= entry.generation:
                         # The write has landed: a fill read before it must not match now.
                         self._change(key, now)
