@@ -60,7 +60,7 @@ from gateway.metrics import (
     cost_dollars,
 )
 from gateway.retry import RetryPolicy, botocore_config, may_have_been_applied
-from gateway.revisions import RevisionMaker, parse_generation
+from gateway.revisions import RevisionMaker, parse_generation, revision_length
 from gateway.service import ABSENT, Document, IfRev, SaveResult
 from gateway.tables import IndexSpec, TableInfo, TableManager
 from gateway.wire_items import (
@@ -974,9 +974,7 @@ class DynamoDBService:
             return rev, old
         # Unconditional save: one conditional PutItem in the common case (see revisions.py).
         generation = self._revisions.next_generation(None)
-        condition: ConditionBase = Attr(_ID).not_exists() | Attr(_REV).lt(
-            self._revisions.upper_bound(generation)
-        )
+        condition = _no_item_or_below(generation)
         # One record of lost answers for the whole loop: once an attempt may have been applied,
         # a later pass's old item may be that attempt's own, not what the save replaced.
         attempts = _Attempts()
@@ -998,15 +996,13 @@ class DynamoDBService:
             else:
                 stored_generation = parse_generation(stored_rev)
                 generation = self._revisions.next_generation(stored_generation or 0)
-                if stored_generation is not None and len(str(generation)) == len(
-                    str(stored_generation)
+                if stored_generation is not None and len(stored_rev) == revision_length(
+                    generation
                 ):
                     # "Below our generation", not "equal to what we read": with `eq`, any
                     # write landing in between (fast-path writers win all of those) makes
                     # us lose again, and one writer can starve for the whole loop.
-                    condition = Attr(_ID).not_exists() | Attr(_REV).lt(
-                        self._revisions.upper_bound(generation)
-                    )
+                    condition = _no_item_or_below(generation)
                 else:
                     condition = Attr(_REV).eq(stored_rev)
         raise ConflictError(
@@ -1323,6 +1319,17 @@ def _condition_for(if_rev: IfRev) -> ConditionBase | None:
     if if_rev is ABSENT:
         return Attr(_ID).not_exists()
     return Attr(_REV).eq(if_rev)
+
+
+def _no_item_or_below(generation: int) -> ConditionBase:
+    """No item, or a stored ``_rev`` of a lower generation: as long as the revisions of
+    ``generation`` (so of as many digits) and below ``'<generation>-'`` (see revisions.py)."""
+    # The length last: moto (the embedded emulator) fails the request on size() of a missing
+    # attribute instead of evaluating the condition false, as DynamoDB does.
+    return Attr(_ID).not_exists() | (
+        Attr(_REV).lt(RevisionMaker.upper_bound(generation))
+        & Attr(_REV).size().eq(revision_length(generation))
+    )
 
 
 def _conflict(where: str, doc_id: str, if_rev: IfRev, operation: str) -> ConflictError:

@@ -117,18 +117,23 @@ class _Flight:
     ``result`` belongs to the flight: no caller ever gets that object, each gets a copy.
     """
 
-    __slots__ = ("dirty", "done", "error", "result", "token")
+    __slots__ = ("dirty", "done", "error", "result", "started", "token")
 
-    def __init__(self, token: int) -> None:
+    def __init__(self, token: int, started: float) -> None:
         self.token = token  # the cache's token when the leader missed
+        self.started = started  # monotonic time the leader registered it (after its miss)
         self.done = threading.Event()
         self.dirty = False  # a write to the key was acknowledged while loading: do not fill
         self.result: Document | None = None
         self.error: BaseException | None = None
 
-    def wait(self) -> Document | None:
+    def wait(self) -> Document | Miss | None:
+        """The leader's answer; its error if the load failed; MISS if the leader was
+        interrupted (a KeyboardInterrupt or SystemExit is its thread's, not the waiters')."""
         self.done.wait()
         if self.error is not None:
+            if not isinstance(self.error, Exception):
+                return MISS
             raise self.error
         return self.result
 
@@ -294,24 +299,33 @@ class CachingGateway:
             ids = validate_ids(doc_ids)
             if not policy.enabled:
                 return self._service.get_many(db_name, ids)
-            keys = [table + _KEY_SEPARATOR + doc_id for doc_id in ids]
-            found: dict[str, Document | None] = {}
-            missing: dict[str, str] = {}
-            tokens: dict[str, int] = {}
-            for doc_id, key, entry in zip(ids, keys, self._guard.get_many(keys), strict=True):
-                answer = self._answer(entry)
-                if answer is MISS:
-                    self._misses.inc()
-                    missing[doc_id] = key
-                    tokens[doc_id] = self._guard.read_token(key, entry)
-                else:
-                    self._hits.inc()
-                    found[doc_id] = None if answer is None else self._copy(answer)
-            if missing:
-                found.update(self._load(db_name, policy, missing, tokens))
+            found = self._read_through(
+                db_name, policy, {doc_id: table + _KEY_SEPARATOR + doc_id for doc_id in ids}
+            )
             return {doc_id: found[doc_id] for doc_id in ids}
         finally:
             self._get_many_latency.record(perf_counter_ns() - start)
+
+    def _read_through(
+        self, db_name: str, policy: CachePolicyLike, keys: Mapping[str, str]
+    ) -> dict[str, Document | None]:
+        """``keys`` (id -> key): cache hits, and one load for the rest."""
+        found: dict[str, Document | None] = {}
+        missing: dict[str, str] = {}
+        tokens: dict[str, int] = {}
+        key_list = list(keys.values())
+        for (doc_id, key), entry in zip(keys.items(), self._guard.get_many(key_list), strict=True):
+            answer = self._answer(entry)
+            if answer is MISS:
+                self._misses.inc()
+                missing[doc_id] = key
+                tokens[doc_id] = self._guard.read_token(key, entry)
+            else:
+                self._hits.inc()
+                found[doc_id] = None if answer is None else self._copy(answer)
+        if missing:
+            found.update(self._load(db_name, policy, missing, tokens))
+        return found
 
     def list_all(self, db_name: str) -> list[Document]:
         """Every document: the cached answer if the collection caches queries, else a scan."""
@@ -778,24 +792,40 @@ class CachingGateway:
         """Load ``missing`` (id -> key): lead the loads nobody runs, wait for the others."""
         led: dict[str, _Flight] = {}
         joined: dict[str, _Flight] = {}
+        now = self._clock()
         with self._flights_lock:
             for doc_id, key in missing.items():
                 flight = self._flights.get(key)
-                # Across the network, join only a load that saw the same record: if another
-                # instance's write ended since the leader missed, its answer may be older than
-                # that write (an in-process cache hears of every write: `_end_flights`).
-                if flight is not None and (self._double_check or flight.token == tokens[doc_id]):
+                if flight is not None and (
+                    self._double_check
+                    or (
+                        flight.token == tokens[doc_id]
+                        and now - flight.started <= self._fill_deadline_s
+                    )
+                ):
+                    # Across the network, join only a load that saw the same record (if another
+                    # instance's write ended since the leader missed, its answer may be older
+                    # than that write), and only within the fill deadline: the records that
+                    # make tokens differ outlive it, not longer; past it, an equal token may be
+                    # a write's record that aged out. An in-process cache hears of every write
+                    # (`_end_flights`).
                     joined[doc_id] = flight
                 else:
-                    flight = self._flights[key] = _Flight(tokens[doc_id])
+                    flight = self._flights[key] = _Flight(tokens[doc_id], now)
                     led[doc_id] = flight
         results: dict[str, Document | None] = {}
         if led:
             results.update(self._lead(db_name, policy, missing, led, tokens))
+        again: dict[str, str] = {}
         for doc_id, flight in joined.items():
             self._waits.inc()
             document = flight.wait()
-            results[doc_id] = None if document is None else copy_document(document)
+            if document is MISS:
+                again[doc_id] = missing[doc_id]  # the leader was interrupted: read anew
+            else:
+                results[doc_id] = None if document is None else copy_document(document)
+        if again:
+            results.update(self._read_through(db_name, policy, again))
         return results
 
     def _lead(

@@ -5,12 +5,15 @@ It strictly increases with every save of one document (the ``+ 1``), and because
 wall time it also keeps increasing across a delete and re-create, so a cache that refuses
 older-over-newer by generation never mistakes a re-created document for an old copy.
 
-Because every generation this library writes has the same number of digits (16 until the year
-2286), revisions compare lexicographically in generation order. That lets ``save`` make a
-single conditional ``PutItem`` — "no item, or a stored ``_rev`` below ``'<new generation>-'``" —
-instead of a read followed by a write; only when that condition fails (a concurrent writer, a
-clock behind another writer's, or a revision written by something else) does it read the
-stored revision and retry with ``_rev = <what it read>``.
+Revisions of generations with the same number of digits (16 until the year 2286) and the same
+length compare lexicographically in generation order. That lets ``save`` make a single
+conditional ``PutItem`` — "no item, or a stored ``_rev`` as long as ours and below
+``'<new generation>-'``" (`RevisionMaker.upper_bound`, `revision_length`) — instead of a read
+followed by a write; only when that condition fails (a concurrent writer, a clock behind another
+writer's, or a revision of another width or written by something else) does it read the stored
+revision and retry with ``_rev = <what it read>``. Without the length, a stored generation of 17
+digits (``"10000000000000000-..."``) would sort below a 16-digit one and be replaced by a lower
+generation, which the cache (comparing generations as numbers) would refuse as older.
 """
 
 from __future__ import annotations
@@ -22,16 +25,24 @@ from dataclasses import dataclass, field
 from gateway.tokens import random_hex
 
 REV_SEPARATOR = "-"
+#: Hex digits of a revision's random part.
+TOKEN_DIGITS = 32
 
 
 def parse_generation(rev: object) -> int | None:
-    """The generation of a revision string, or None if it is not one of ours."""
+    """The generation of a revision string, or None if it is not one of ours (only ASCII
+    digits count: ``"²"`` is a digit to `str.isdigit`, not to `int`)."""
     if not isinstance(rev, str):
         return None
     head, sep, tail = rev.partition(REV_SEPARATOR)
-    if not sep or not head.isdigit() or len(tail) != 32:
+    if not sep or len(tail) != TOKEN_DIGITS or not (head.isascii() and head.isdigit()):
         return None
     return int(head)
+
+
+def revision_length(generation: int) -> int:
+    """The length of every revision of ``generation`` (its digits, the separator, the token)."""
+    return len(str(generation)) + len(REV_SEPARATOR) + TOKEN_DIGITS
 
 
 def wall_clock_us() -> int:
@@ -43,7 +54,7 @@ def random_token() -> str:
     """32 random hex digits: makes two revisions of one generation distinct. Unique, not
     secret (`gateway.tokens`): it tells a save's own revision from another writer's after a
     lost answer."""
-    return random_hex(32)
+    return random_hex(TOKEN_DIGITS)
 
 
 @dataclass(frozen=True)

@@ -708,6 +708,31 @@ def test_parse_generation() -> None:
     assert parse_generation(f"{FIXED_US}-{'a' * 32}") == FIXED_US
     for bad in (None, 5, "", "abc", "12-short", f"x1-{'a' * 32}", f"{FIXED_US}{'a' * 32}"):
         assert parse_generation(bad) is None
+    # Digits to str.isdigit, not to int: not a generation (it raised ValueError).
+    for foreign in (f"²-{'a' * 32}", f"①{FIXED_US}-{'a' * 32}"):
+        assert parse_generation(foreign) is None
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [f"1{'0' * 16}-{'a' * 32}", f"0{FIXED_US + 1}-{'a' * 32}", f"²-{'a' * 32}"],
+    ids=["17 digits", "leading zero", "not ASCII"],
+)
+def test_a_save_over_a_revision_of_another_width_still_goes_up(
+    stored: str, service: DynamoDBService, dynamodb_client: ClientFactory, table_prefix: str
+) -> None:
+    """DynamoDB compares revisions as strings, the cache by generation: a stored generation of
+    another width (17 digits sort below 16 when they start with "10") must not pass the
+    one-request condition, or the save would store a lower generation than it replaced."""
+    service.ensure_table("legacy")
+    dynamodb_client().put_item(
+        TableName=f"{table_prefix}legacy", Item={"_id": {"S": "d"}, "_rev": {"S": stored}}
+    )
+    rev = service.save("legacy", "d", {"n": 1})["rev"]
+    assert service.get("legacy", "d") == {"_id": "d", "_rev": rev, "n": Decimal(1)}
+    assert generation(rev) > (parse_generation(stored) or 0)
+    again = service.save("legacy", "d", {"n": 2})["rev"]
+    assert generation(again) > generation(rev)
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tests.gateway_helpers import (
     Policy,
     Worker,
     gateways,
+    make_cache,
     make_service,
     one_gateway,
     wait_for,
@@ -328,6 +329,101 @@ def test_tiered_serves_from_memory_after_two_round_trips(
             gw.get("users", "k")
             assert gw.cache.stats()["memory_hits"] >= 1
         assert trips <= 2 + 1  # + the listener's renewal, if one fell in between
+
+
+# ------------------------------------------------------------------ found by a later review
+
+
+class _Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("backend", SHARED)
+def test_a_read_never_joins_a_load_older_than_the_fill_deadline(
+    backend: str, fault_proxy: FaultProxy, table_prefix: str, redis_url: str
+) -> None:
+    """A reader joins a load in flight only while the load is younger than the fill deadline.
+    Another instance's delete ended after the load read DynamoDB; once the delete's record aged
+    out of Redis (here dropped, as its expiry would), the reader's token equals the load's again,
+    and joining would answer the deleted document after the delete returned."""
+    clock = _Clock()
+    prefix = f"join:{table_prefix}"
+    policy = Policy(jitter=0.0)
+    a, b = (
+        CachingGateway(
+            make_service(fault_proxy.endpoint_url, table_prefix),
+            make_cache(backend, redis_url, prefix),
+            policy_for=lambda _db: policy,
+            clock=clock,
+        )
+        for _ in range(2)
+    )
+    try:
+        a.service.save("users", "k", {"v": "old"})
+        with fault_proxy.hold({"GetItem", "BatchGetItem"}, answers=True) as gate:
+            first = Worker(lambda: a.get("users", "k"))
+            assert gate.wait_arrived()  # it read "old"; its answer waits at the wire
+            assert b.delete("users", "k") is True
+            server = redis_py.Redis.from_url(redis_url)
+            server.delete(*server.keys(prefix + "*"))  # the delete's records aged out
+            clock.now += a.fill_deadline_s + 1.0
+            second = Worker(lambda: a.get("users", "k"))
+            wait_for(lambda: gate.arrived == 2 or a.stats()["single_flight_waits"] > 0)
+            assert a.stats()["single_flight_waits"] == 0
+        assert first.outcome()["v"] == "old"  # concurrent with the delete: either is right
+        assert second.outcome() is None
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_a_reader_waiting_on_an_interrupted_load_reads_anew(
+    backend: str, fault_proxy: FaultProxy, table_prefix: str, request: pytest.FixtureRequest
+) -> None:
+    """A KeyboardInterrupt in the thread leading a load is that thread's: the readers that
+    joined the load read the key anew instead of raising it in threads nobody interrupted."""
+    redis_url = None if backend == "memory" else request.getfixturevalue("redis_url")
+    gated = GatedCache(make_cache(backend, redis_url, f"interrupted:{table_prefix}"))
+    with one_gateway(gated, fault_proxy.endpoint_url, table_prefix) as gw:  # type: ignore[arg-type]
+        gw.service.save("users", "k", {"v": 1})
+        with fault_proxy.hold({"GetItem", "BatchGetItem"}) as gate:
+            leader = Worker(lambda: gw.get("users", "k"))
+            assert gate.wait_arrived()
+            waiter = Worker(lambda: gw.get("users", "k"))
+            wait_for(lambda: gw.stats()["single_flight_waits"] == 1)
+            gated.interrupt["fill_many"] = KeyboardInterrupt()
+        with pytest.raises(KeyboardInterrupt):
+            leader.outcome()
+        waiter.join(TIMEOUT_S)
+        assert waiter.error is None, f"the waiter got {waiter.error!r}"  # not re-raised here
+        assert waiter.outcome()["v"] == 1
+
+
+def test_a_save_over_a_wider_generation_is_served(
+    moto_server: Any, table_prefix: str, dynamodb_client: Callable[..., Any]
+) -> None:
+    """A stored revision of 17 digits (another program's) sorted below the clock's 16 as a
+    string: the one-request save replaced it with a lower generation, and the cache, which
+    compares generations as numbers, kept serving the replaced document after the save."""
+    with gateways("memory", moto_server.endpoint_url, table_prefix, None) as (gw,):
+        gw.save("users", "k", {"v": "seed"})
+        dynamodb_client().put_item(
+            TableName=f"{table_prefix}users",
+            Item={"_id": {"S": "k"}, "_rev": {"S": f"1{'0' * 16}-{'a' * 32}"}, "v": {"S": "old"}},
+        )
+        gw.invalidate("users", "k")
+        assert gw.get("users", "k")["v"] == "old"
+        rev = gw.save("users", "k", {"v": "new"})["rev"]
+        assert stored(dynamodb_client, table_prefix, "k") == rev
+        assert parse_generation(rev) > 10**16
+        assert gw.get("users", "k")["v"] == "new"
 
 
 # ------------------------------------------------------------------ TTLs below the fill deadline

@@ -204,8 +204,9 @@ class Hold:
     test never leaves a request hanging). Requests that arrive after the release pass at once.
     """
 
-    def __init__(self, proxy: FaultProxy, operations: frozenset[str]) -> None:
+    def __init__(self, proxy: FaultProxy, operations: frozenset[str], answers: bool) -> None:
         self.operations = operations
+        self.answers = answers  # hold the answers (the emulator applied the request) instead
         self._proxy = proxy
         self._cond = threading.Condition()
         self._arrived = 0
@@ -333,10 +334,12 @@ class FaultProxy:
             self._config = FaultConfig()
         self.resume_forwarding()
 
-    def hold(self, operations: Iterable[str]) -> Hold:
+    def hold(self, operations: Iterable[str], *, answers: bool = False) -> Hold:
         """Keep requests of ``operations`` waiting at the proxy (before any fault and before
-        forwarding) until the returned `Hold` is released; see `Hold`."""
-        gate = Hold(self, frozenset(operations))
+        forwarding) until the returned `Hold` is released; see `Hold`. With ``answers``, the
+        requests are forwarded at once and their answers are kept instead (a read that saw
+        the table as it was, answering late)."""
+        gate = Hold(self, frozenset(operations), answers)
         with self._lock:
             self._holds.append(gate)
         return gate
@@ -502,7 +505,8 @@ class FaultProxy:
         with self._lock:
             gates = [gate for gate in self._holds if operation in gate.operations]
         for gate in gates:
-            gate._pass()
+            if not gate.answers:
+                gate._pass()
 
         with self._lock:
             config, down, tally = self._config, self._down, self._tally
@@ -561,6 +565,9 @@ class FaultProxy:
                 handler.send(502, [("Content-Type", "text/plain")], b"upstream unreachable")
                 return
             status, headers, payload = forwarded
+        for gate in gates:
+            if gate.answers:
+                gate._pass()
         if lose:
             with self._lock:
                 tally.inject(LOST, operation)
