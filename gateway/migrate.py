@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TextIO
+from urllib.parse import urlsplit
 
 from boto3.dynamodb.types import Binary
 
@@ -897,16 +898,34 @@ def import_lines(
 
 
 def _location(service: DatabaseService, db_name: str) -> tuple[object, ...] | None:
-    """Where ``db_name`` lives (endpoint, region, table), when the service tells."""
+    """Where ``db_name`` lives (endpoint, region, table), when the service tells. The endpoint
+    and region are those its client resolved (the region's default endpoint when none was
+    given), the endpoint in one spelling: ``HTTP://Host:80/`` and ``http://host`` are one."""
     bare = getattr(service, "service", service)  # a caching gateway wraps a DynamoDBService
     table_name = getattr(bare, "table_name", None)
     if not callable(table_name):
         return None
+    clients = getattr(bare, "clients", None)
+    meta = getattr(clients()[0], "meta", None) if callable(clients) and clients() else None
+    endpoint = getattr(meta, "endpoint_url", None) or getattr(bare, "endpoint_url", None)
+    region = getattr(meta, "region_name", None) or getattr(bare, "region_name", None)
     return (
-        getattr(bare, "endpoint_url", None),
-        getattr(bare, "region_name", None),
+        None if endpoint is None else _same_spelling(str(endpoint)),
+        region,
         table_name(db_name),
     )
+
+
+def _same_spelling(url: str) -> str:
+    """``url`` with its scheme and host in lower case, its port explicit and no trailing
+    slash."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # not a port number: compare the text as it is
+        return url.strip()
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}{parts.path.rstrip('/')}"
 
 
 def copy_collection(

@@ -557,12 +557,23 @@ def test_assumed_new_generations_go_up_even_if_the_clock_steps_back(
     assert parse_generation(second) == (parse_generation(first) or 0) + 1
 
 
-def test_copy_to_the_same_table_is_refused(source: DynamoDBService, service_for: Any) -> None:
+def test_copy_to_the_same_table_is_refused(
+    source: DynamoDBService, service_for: Any, moto_server: EmbeddedDynamoDB
+) -> None:
     same = service_for(source.table_prefix)
     with pytest.raises(ValidationError, match="same table"):
         copy_collection(source, same, COLLECTION)
     with pytest.raises(ValidationError, match="same table"):
         copy_collection(source, source, COLLECTION)
+    # The same endpoint spelled otherwise (found by review: it rewrote every document in place).
+    url = moto_server.endpoint_url
+    for spelling in (url + "/", url.replace("http://", "HTTP://")):
+        other = DynamoDBService(endpoint_url=spelling, table_prefix=source.table_prefix)
+        try:
+            with pytest.raises(ValidationError, match="same table"):
+                copy_collection(source, other, COLLECTION)
+        finally:
+            other.close()
 
 
 def table_exists(service: DynamoDBService, db_name: str) -> bool:
