@@ -549,7 +549,7 @@ class DynamoDBService:
         if not items:
             return {}
         self._ensure(table, db_name)
-        if self.coalesce_writes:
+        if self.coalesce_writes and not assume_new:
             outcomes = self._writes(table).submit_many(
                 [Write(doc_id, item) for doc_id, item in items.items()]
             )
@@ -577,8 +577,15 @@ class DynamoDBService:
             return self._write_tasks(table, [{"PutRequest": {"Item": item}} for item in chunk])
 
         # The locks are held by this thread for the whole call: every id's read and write
-        # happen inside them, whichever pool thread sends the request.
-        with self.write_locks.hold([(table, doc_id) for doc_id in items]):
+        # happen inside them, whichever pool thread sends the request. With write coalescing,
+        # an assumed-new call (no revision reads: nothing to batch them with) holds its ids in
+        # the coalescer instead, as a conditional save does.
+        held = (
+            self._writes(table).exclusive(ids)
+            if self.coalesce_writes
+            else self.write_locks.hold([(table, doc_id) for doc_id in items])
+        )
+        with held:
             if assume_new:
                 for item in items.values():
                     item[_REV] = self._revisions.make(self._assumed_generation())
@@ -996,9 +1003,7 @@ class DynamoDBService:
             else:
                 stored_generation = parse_generation(stored_rev)
                 generation = self._revisions.next_generation(stored_generation or 0)
-                if stored_generation is not None and len(stored_rev) == revision_length(
-                    generation
-                ):
+                if stored_generation is not None and len(stored_rev) == revision_length(generation):
                     # "Below our generation", not "equal to what we read": with `eq`, any
                     # write landing in between (fast-path writers win all of those) makes
                     # us lose again, and one writer can starve for the whole loop.

@@ -474,6 +474,21 @@ def test_into_empty_skips_the_revision_reads(target: DynamoDBService) -> None:
     assert "write and" in summary.describe() and "documents/s" in summary.describe()
 
 
+def test_into_empty_skips_the_revision_reads_with_write_coalescing_too(
+    moto_server: EmbeddedDynamoDB, table_prefix: str
+) -> None:
+    """With ``coalescing.writes`` on, save_many batched through the write coalescer, which read
+    the revisions whatever ``assume_new`` said (found by review)."""
+    with DynamoDBService(
+        endpoint_url=moto_server.endpoint_url, table_prefix=table_prefix, coalesce_writes=True
+    ) as service:
+        summary = import_lines(service, COLLECTION, numbered_lines(60), into_empty=True)
+        assert summary.saved == 60
+        assert "BatchGetItem" not in service.stats()["db_calls"]
+        doc = service.get(COLLECTION, "n01")
+        assert doc is not None and parse_generation(doc["_rev"]) is not None
+
+
 def test_into_empty_refuses_a_collection_that_is_not_empty(target: DynamoDBService) -> None:
     target.save(COLLECTION, "there", {"v": 1})
     with pytest.raises(ValidationError, match="not empty"):

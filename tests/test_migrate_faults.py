@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from gateway import DynamoDBService
 from gateway.bench.latency import service_clients
+from gateway.cli import main
 from gateway.emulator import EmbeddedDynamoDB
 from gateway.migrate import (
     ImportSummary,
@@ -468,3 +470,28 @@ def test_copy_with_scan_segments_under_throttling_and_partial_batches(
     assert fault_proxy.injected()["partial"].get("BatchGetItem")
     fault_proxy.clear_faults()
     assert stored("dst-") == stored("src-")
+
+
+def test_an_import_stopped_by_expired_credentials_after_writing_exits_1(
+    fault_proxy: FaultProxy, table_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 is "bad usage or configuration, nothing done": a session token that expires
+    after the first batch was written (ExpiredTokenException at the wire) exits 1, with the
+    line to resume from (found by review: it exited 2)."""
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"_id": f"d{i:03d}", "n": i}) + "\n" for i in range(100)))
+    args = ["--endpoint-url", fault_proxy.endpoint_url, "--table-prefix", table_prefix]
+    args += ["import", "expired", str(path), "--batch-size", "25", "--max-in-flight", "1"]
+    codes: list[int] = []
+    with fault_proxy.hold({"BatchWriteItem"}, answers=True) as gate:
+        running = threading.Thread(target=lambda: codes.append(main(args)))
+        running.start()
+        assert gate.wait_arrived()  # the first batch is written; its answer waits
+        fault_proxy.configure(
+            throttle_rate=1.0,
+            throttle_code="ExpiredTokenException",
+            operations={"BatchWriteItem"},
+        )
+    running.join(60)
+    assert codes == [1]
+    assert "resume with --resume-from 26" in capsys.readouterr().err

@@ -113,6 +113,12 @@ WIRE_ERRORS: dict[str, WireError] = {
         "com.amazonaws.dynamodb.v20120810#ServiceUnavailable",
         "Service unavailable",
     ),
+    # Not throttling: a session token that expired (a credentials error, never retried).
+    "ExpiredTokenException": WireError(
+        400,
+        "com.amazon.coral.service#ExpiredTokenException",
+        "The security token included in the request is expired",
+    ),
 }
 
 DownMode = Literal["refuse", "reset", "unavailable"]
