@@ -96,7 +96,7 @@ from gateway.errors import (
     GatewayError,
     ServiceUnavailableError,
 )
-from gateway.factory import build_dynamodb_service, build_gateway
+from gateway.factory import build_dynamodb_service, build_gateway, memory_tier
 from gateway.service import DatabaseService
 
 logger = logging.getLogger(__name__)
@@ -224,11 +224,8 @@ def build_dax_service(settings: Settings) -> DatabaseService:
     logger.info("Data plane through the DAX cluster %s", where)
     if not settings.DAX_MEMORY_TIER:
         return service
-    from gateway.caches.memory import MemoryCache
-
     try:
-        cache = MemoryCache(max_items=settings.CACHE_MAX_ITEMS, max_bytes=settings.CACHE_MAX_BYTES)
-        return build_gateway(settings, service, cache)
+        return build_gateway(settings, service, memory_tier(settings))
     except BaseException:
         service.close()
         raise

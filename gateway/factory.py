@@ -135,24 +135,27 @@ def build_cache(settings: Settings) -> CacheBackend:
     """The cache backend named by ``CACHE_BACKEND`` (memory, redis or tiered)."""
     backend = settings.CACHE_BACKEND
     if backend == "memory":
-        return _memory_cache(settings)
+        return memory_tier(settings)
     if backend == "redis":
         return _redis_cache(settings)
     if backend == "tiered":
         from gateway.caches.tiered import TieredCache
 
         # A partitioned in-process tier has MemoryCache's interface (duck-typed).
-        return TieredCache(cast(MemoryCache, _memory_cache(settings)), _redis_cache(settings))
+        return TieredCache(cast(MemoryCache, memory_tier(settings)), _redis_cache(settings))
     raise ConfigError(
         f"CACHE_BACKEND={backend!r} has no cache tier: use none, memory, redis, tiered or dax."
     )
 
 
-def _memory_cache(settings: Settings) -> MemoryCache | PartitionedMemoryCache:
-    """The in-process tier: one cache, or one per collection that sets its own ``max_items``."""
+def memory_tier(settings: Settings) -> MemoryCache | PartitionedMemoryCache:
+    """The in-process tier: one cache, or one more per collection that sets its own
+    ``max_items`` (each also bounded by ``cache.max_bytes``)."""
     shared = MemoryCache(max_items=settings.CACHE_MAX_ITEMS, max_bytes=settings.CACHE_MAX_BYTES)
     partitions = {
-        settings.DYNAMODB_TABLE_PREFIX + db_name: MemoryCache(max_items=collection.cache.max_items)
+        settings.DYNAMODB_TABLE_PREFIX + db_name: MemoryCache(
+            max_items=collection.cache.max_items, max_bytes=settings.CACHE_MAX_BYTES
+        )
         for db_name, collection in settings.COLLECTIONS.items()
         if collection.cache is not None and collection.cache.max_items is not None
     }

@@ -558,6 +558,9 @@ def test_wrong_password_is_a_config_error(password_server: RedisServer) -> None:
         "redis+cluster://127.0.0.1:7000",
         "rediss+cluster://:pw@127.0.0.1:7000",
         "redis://127.0.0.1:notaport/0",
+        # A parameter the connection does not take failed as a TypeError at the first call.
+        "redis://127.0.0.1:6379/0?ssl_cert_reqs=none",
+        "redis://127.0.0.1:6379/0?foo=1",
     ],
 )
 def test_bad_urls_are_config_errors(url: str) -> None:
@@ -566,6 +569,13 @@ def test_bad_urls_are_config_errors(url: str) -> None:
     assert "pw@" not in str(raised.value)
     if "cluster" in url:
         assert "Redis Cluster is not supported" in str(raised.value)
+
+
+def test_a_database_the_server_lacks_is_a_config_error(redis_url: str) -> None:
+    """Not "the cache cannot be reached" at every call: the URL names a database the server
+    does not have (16 by default)."""
+    with pytest.raises(ConfigError, match="no database 99"):
+        RedisCache(redis_url.rsplit("/", 1)[0] + "/99")
 
 
 def test_bad_settings_are_config_errors(redis_url: str) -> None:

@@ -45,6 +45,8 @@ from gateway import (
     Settings,
     get_database_service,
 )
+from gateway.caches.memory import MemoryCache
+from gateway.caches.partitioned import PartitionedMemoryCache
 from gateway.dax import DaxDataClient, dax_client_endpoint
 from gateway.gateway import CachingGateway
 from gateway.revisions import parse_generation
@@ -429,6 +431,7 @@ def test_the_memory_tier_serves_hits_without_reaching_dax(
 ) -> None:
     with get_database_service(settings(DAX_MEMORY_TIER=True)) as db:
         assert isinstance(db, CachingGateway)
+        assert isinstance(db.cache, MemoryCache)  # one tier: no collection sets max_items
         assert db.service.consistent_read is False
         rev = db.save(COLLECTION, "m", {"v": 1})["rev"]
 
@@ -448,3 +451,17 @@ def test_the_memory_tier_serves_hits_without_reaching_dax(
         assert misses == {"GetItem": 1}
         stats = db.stats()
         assert stats["hits"] >= 8 and stats["misses"] == 1
+
+
+def test_the_memory_tier_gives_a_collection_its_own_bound(
+    dax: DaxStandIn, settings: Callable[..., Settings], table_prefix: str
+) -> None:
+    """``collections.<name>.cache.max_items`` applies with DAX's memory tier too (found by
+    review: it was read and ignored)."""
+    collections = {COLLECTION: {"cache": {"max_items": 2}}}
+    with get_database_service(settings(DAX_MEMORY_TIER=True, COLLECTIONS=collections)) as db:
+        assert isinstance(db, CachingGateway)
+        for i in range(5):
+            db.save(COLLECTION, f"d{i}", {"v": i})
+        assert isinstance(db.cache, PartitionedMemoryCache)
+        assert db.cache.stats()["partitions"][f"{table_prefix}{COLLECTION}"]["items"] <= 2

@@ -134,3 +134,22 @@ def test_memory_backend_without_collection_bounds_is_one_cache(moto_server: Any)
     settings = Settings(DYNAMODB_ENDPOINT_URL=moto_server.endpoint_url, CACHE_BACKEND="memory")
     with get_database_service(settings) as db:
         assert isinstance(db.cache, MemoryCache)  # type: ignore[attr-defined]
+
+
+def test_a_collection_with_its_own_max_items_keeps_the_byte_bound(
+    moto_server: Any, table_prefix: str
+) -> None:
+    """``collections.<name>.cache.max_items`` gives the collection a tier of its own, which
+    ``cache.max_bytes`` bounds too (found by review: it had no byte bound at all)."""
+    settings = Settings(
+        DYNAMODB_ENDPOINT_URL=moto_server.endpoint_url,
+        DYNAMODB_TABLE_PREFIX=table_prefix,
+        CACHE_BACKEND="memory",
+        CACHE_MAX_BYTES=20_000,
+        COLLECTIONS={"users": {"cache": {"max_items": 1000}}},
+    )
+    with get_database_service(settings) as db:
+        for i in range(60):
+            db.save("users", f"u{i}", {"pad": "x" * 1000})
+        assert db.stats()["evictions"] > 0
+        assert db.cache.stats()["partitions"][f"{table_prefix}users"]["items"] < 30

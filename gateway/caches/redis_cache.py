@@ -348,6 +348,10 @@ class RedisCache:
                 health_check_interval=0,
                 protocol=2,
             )
+            # A query parameter the connection class does not take (``?ssl_cert_reqs=none`` on a
+            # redis:// URL, a typo) fails only when a connection is made: make one now, without
+            # connecting, so that it is a ConfigError here and not a TypeError at the first call.
+            pool.connection_class(**pool.connection_kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         client = redis.Redis(connection_pool=pool)
@@ -440,9 +444,10 @@ class RedisCache:
     def probe(self) -> None:
         """Ask the server (``INFO cluster``) whether it is usable.
 
-        Raises `ConfigError` for a cluster-mode server or refused credentials; any other
-        failure (unreachable, slow, ``INFO`` not permitted to this ACL user) is ignored: the
-        server is then simply unavailable, which the gateway handles.
+        Raises `ConfigError` for a cluster-mode server, refused credentials or a database the
+        server does not have; any other failure (unreachable, slow, ``INFO`` not permitted to
+        this ACL user) is ignored: the server is then simply unavailable, which the gateway
+        handles.
         """
         try:
             info = self._client.info("cluster")
@@ -451,6 +456,13 @@ class RedisCache:
         except RedisError as exc:
             if "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
                 raise ConfigError(f"Redis refused the credentials of the cache URL: {exc}") from exc
+            if "DB index is out of range" in str(exc):
+                db = self._client.connection_pool.connection_kwargs.get("db")
+                raise ConfigError(
+                    f"Redis has no database {db} (the number after the host in the cache URL): "
+                    f"{exc}; use one the server has (0-15 unless its `databases` setting says "
+                    "more)"
+                ) from exc
             return
         if str(info.get("cluster_enabled", 0)) == "1":
             raise ConfigError(
