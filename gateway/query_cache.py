@@ -24,8 +24,10 @@ An index answer is read under the queries epoch and its value's epoch. A reader 
 epochs of its answer (one ``get_many``), draws and stores the missing ones (with the token it
 took: refused if a write began or ended since, `gateway.caches.base`), then reads the answer
 (a second round trip), served only if it was stored under those same epochs; otherwise it
-reads DynamoDB and stores the answer with the epochs, using the answer key's token (so of two
-readers racing, the one that took its token first cannot overwrite the other's newer fill).
+reads DynamoDB and stores the answer with the epochs, using the answer key's token (refused if
+a write began or ended since). Of two readers racing, the older fill may land last and replace
+the newer: a fill does not change the record's version. That costs a miss, never a stale
+answer: an answer is served only under epochs that are still in their keys.
 
 Why a reader never gets an answer older than an acknowledged write
 ------------------------------------------------------------------

@@ -120,6 +120,9 @@ class RecordingCoordinator(LocalCoordinator):
     def acquire(self, stream: str, shard: str) -> bool:
         return shard not in self.held_elsewhere
 
+    def renew(self, stream: str, shard: str) -> bool:
+        return shard not in self.held_elsewhere
+
     def save_checkpoint(self, stream: str, shard: str, value: str) -> bool:
         self.log.append(f"checkpoint {shard}={value}")
         return super().save_checkpoint(stream, shard, value)
@@ -1064,6 +1067,33 @@ def test_an_expired_iterator_is_positioned_again_from_the_checkpoint() -> None:
     clock.advance(FILL_S)
     follower.run_once()
     assert sink.drops == []
+    follower.close()
+
+
+def test_records_read_while_the_lease_ran_out_are_not_applied() -> None:
+    """The follower paused after GetRecords until its lease ran out, and another follower took
+    the shard: it must not apply what it read (found by review: the other may have applied
+    later changes, which these undo where a program restored an older `_rev`)."""
+    fake = ScriptedDynamoDB()
+    arn = fake.add_table("users").arn
+    (r1,) = fake.write("users", "shard-1", "r1")
+    fake.write("users", "shard-1", "r2")
+    coordinator = RecordingCoordinator()
+    coordinator.add_collection("users")
+    coordinator.save_checkpoint(arn, "shard-1", r1)
+    follower, sink, clock = scripted(fake, coordinator)
+    read = fake.get_records
+
+    def read_then_pause(**kwargs: Any) -> dict[str, Any]:
+        answer = read(**kwargs)
+        clock.advance(LEASE_S)  # paused past the lease...
+        coordinator.held_elsewhere.add("shard-1")  # ...which another follower took
+        return answer
+
+    fake.get_records = read_then_pause  # type: ignore[method-assign]
+    follower.run_once()
+    assert sink.offered == [] and sink.applied() == []
+    assert coordinator.checkpoints(arn)["shard-1"] == r1
     follower.close()
 
 

@@ -23,10 +23,15 @@ only matter for the query epochs):
   change is older or newer than it: either way DynamoDB knows best), a stream without the
   image needed.
 
-Only a proof of identity stores or keeps; doubt drops. Every change also drops the query
-epochs its images touch (`gateway.query_cache`): the scan's, and the values the document
-joined and left (every index answer when the old image is unknown), as the gateway's own
-writes do.
+Only a proof of identity stores or keeps; doubt drops. One identity is not proof: a program
+that restores an item with a ``_rev`` it had before (an undo) makes that revision stand for
+two states, and a change of the first applied after the restore was would be stored (its old
+image matches). The follower therefore never applies records read while its lease may have run
+out (`gateway.streams.follower`), and Lambda applies a shard's records in order.
+
+Every change also drops the query epochs its images touch (`gateway.query_cache`): the
+scan's, and the values the document joined and left (every index answer when the old image
+is unknown), as the gateway's own writes do.
 """
 
 from __future__ import annotations
@@ -115,7 +120,8 @@ class ChangeApplier:
     def apply(self, db_name: str, changes: Sequence[Change]) -> bool:
         """Apply ``changes`` (in stream order) of collection ``db_name``; False when the cache
         could not be reached (nothing is lost: apply them again later, in the same order).
-        Applying a change twice, or an old one after newer ones, is harmless."""
+        Applying a change twice, or an old one after newer ones, is harmless, unless a program
+        restored an older ``_rev`` in between (see the module docstring)."""
         parts = self._parts
         target = parts.stream_target(db_name)
         if target is None or not changes:

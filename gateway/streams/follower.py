@@ -552,6 +552,16 @@ class StreamFollower:
         return False
 
     def _apply_pending(self, collection: _Collection, shard: _Shard) -> bool:
+        if not self._hold(collection, shard) or (
+            self._clock() > shard.lease_until - self._lease_s / 3
+        ):
+            # The lease may have run out while the records were read (a pause): another
+            # follower may hold it and have applied later changes of these documents, which
+            # these would undo where a program restored an older `_rev` (the cached copy
+            # then matches these changes' old image). Whoever holds it reads them again.
+            if shard.held:
+                self._lose(collection, shard, "it may have run out while the records were read")
+            return False
         changes = shard.pending
         if not self._sink.apply(collection.db_name, changes):
             self._log.warning(

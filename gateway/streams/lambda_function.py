@@ -29,9 +29,9 @@ raised, e.g. ``DescribeTable`` was refused), the collection's remaining records 
 applied (records of one shard are applied in order, never past one that failed), and the
 answer names the first record not applied: ``{"batchItemFailures": [{"itemIdentifier":
 <its SequenceNumber>}]}``. Lambda then retries the batch from that record (per the event
-source mapping's retry settings); the records after it are applied again, which is harmless
-(`gateway.streams.apply`: a change applied twice, or an old one after newer ones, never puts
-an older copy in the cache). An empty list means every record was applied or skipped. The
+source mapping's retry settings); the records after it are applied again, in order, which is
+harmless (`gateway.streams.apply`: a change applied twice never puts an older copy in the
+cache). An empty list means every record was applied or skipped. The
 event source mapping must have ``FunctionResponseTypes: ["ReportBatchItemFailures"]``: without
 it Lambda ignores the answer and counts the failed records as processed.
 
