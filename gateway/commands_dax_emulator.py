@@ -15,10 +15,11 @@ import signal
 import sys
 import threading
 
+from gateway.aws_errors import CREDENTIALS_ADVICE
 from gateway.cli import EXIT_OK
 from gateway.commands_emulator import _start, _stop_on_signals, port_is_free, serve_until_stopped
 from gateway.emulator import DEFAULT_HOST, DUMMY_CREDENTIALS, DUMMY_REGION, ensure_dummy_credentials
-from gateway.errors import ValidationError
+from gateway.errors import CredentialsError, ValidationError
 
 DEFAULT_PORT = 8111
 DEFAULT_TTL_MS = 300_000
@@ -33,6 +34,18 @@ def export_lines(dax_url: str, dynamodb_url: str, *, dummy_credentials: bool) ->
     if dummy_credentials:
         variables.update({**DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": DUMMY_REGION})
     return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+
+
+def _require_credentials(upstream: str) -> None:
+    """The node signs its requests to ``upstream``: without credentials every call would fail
+    (as a DAX 500 the client retries), so say so before serving."""
+    import boto3
+
+    if boto3.Session().get_credentials() is None:
+        raise CredentialsError(
+            f"The DAX emulator signs its requests to {upstream} with AWS credentials, and none "
+            f"were found. {CREDENTIALS_ADVICE}"
+        )
 
 
 def cmd_dax_emulator(args: argparse.Namespace) -> int:
@@ -54,6 +67,7 @@ def cmd_dax_emulator(args: argparse.Namespace) -> int:
     try:
         if args.upstream:
             upstream = args.upstream
+            _require_credentials(upstream)
         else:
             ensure_dummy_credentials()
             embedded = _start(None)

@@ -618,8 +618,9 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValidationError(f"batch_size must be an integer, got {batch_size!r}")
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValidationError(
-            f"batch_size must be 1 to {MAX_BATCH_SIZE}, got {batch_size}; 25 (one "
-            "BatchWriteItem request) is a good choice"
+            f"batch_size must be 1 to {MAX_BATCH_SIZE}, got {batch_size}; the default, "
+            f"{DEFAULT_BATCH_SIZE} (one read of the stored revisions and four BatchWriteItem "
+            "requests), is the fastest measured"
         )
 
 

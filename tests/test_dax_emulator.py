@@ -722,3 +722,29 @@ def test_the_dax_emulator_command_prints_the_exports_and_stops_on_sigint(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_dax_emulator_command_refuses_an_upstream_without_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """Every call would fail (a DAX 500 the client retries, blaming DynamoDB) and the node
+    would log nothing (found by review): it says so and exits 2 before serving."""
+    from gateway.cli import main
+
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code = main(["dax-emulator", "--port", "0", "--upstream", "http://127.0.0.1:9"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "credentials" in err and "dummy values" in err and err.count("\n") == 1
