@@ -14,16 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from boto3.dynamodb.types import Binary
 
 from gateway.config import Settings
 from gateway.errors import ConfigError, CredentialsError, GatewayError, ValidationError
 from gateway.service import ABSENT
-
-if TYPE_CHECKING:  # imported when a migration runs (the CLI starts without it)
-    from gateway.migrate import MigrationInterrupted
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -448,7 +445,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             + _no_longer_empty(args),
             file=sys.stderr,
         )
-        return _stopped_exit_code(exc)
+        # 1 whatever the error: writes were sent (a batch's first request may be stored and
+        # a later one refused, uncounted), so 2, "nothing done", could be false.
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(
             f"error: interrupted after {_plural(last.documents, 'document')}; resume with "
@@ -470,16 +469,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     return EXIT_OK
-
-
-def _stopped_exit_code(exc: MigrationInterrupted) -> int:
-    """A migration that stopped: 2 (bad input or configuration, nothing done) only if nothing
-    was written; once documents were, 1 (a write failed), whatever the error."""
-    from gateway.migrate import ImportSummary
-
-    summary = exc.summary
-    written = summary.saved if isinstance(summary, ImportSummary) else summary.documents
-    return exit_code_for(exc.__cause__ or exc) if written == 0 else EXIT_FAILURE
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -530,7 +519,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
             f"error: copy stopped: {exc.__cause__}; run it again{_no_longer_empty(args)}",
             file=sys.stderr,
         )
-        return _stopped_exit_code(exc)
+        # 1 whatever the error: writes were sent (a batch's first request may be stored and
+        # a later one refused, uncounted), so 2, "nothing done", could be false.
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(
             f"error: interrupted after {_plural(copied, 'document')}; run it again"

@@ -27,15 +27,20 @@ from gateway.tokens import random_hex
 REV_SEPARATOR = "-"
 #: Hex digits of a revision's random part.
 TOKEN_DIGITS = 32
+#: Longer heads are not generations (and int() refuses over 4,300 digits).
+MAX_GENERATION_DIGITS = 30
 
 
 def parse_generation(rev: object) -> int | None:
     """The generation of a revision string, or None if it is not one of ours (only ASCII
-    digits count: ``"²"`` is a digit to `str.isdigit`, not to `int`)."""
+    digits count: ``"²"`` is a digit to `str.isdigit`, not to `int`; at most
+    `MAX_GENERATION_DIGITS` of them)."""
     if not isinstance(rev, str):
         return None
     head, sep, tail = rev.partition(REV_SEPARATOR)
-    if not sep or len(tail) != TOKEN_DIGITS or not (head.isascii() and head.isdigit()):
+    if not sep or len(tail) != TOKEN_DIGITS or len(head) > MAX_GENERATION_DIGITS:
+        return None
+    if not (head.isascii() and head.isdigit()):
         return None
     return int(head)
 

@@ -561,6 +561,7 @@ def test_wrong_password_is_a_config_error(password_server: RedisServer) -> None:
         # A parameter the connection does not take failed as a TypeError at the first call.
         "redis://127.0.0.1:6379/0?ssl_cert_reqs=none",
         "redis://127.0.0.1:6379/0?foo=1",
+        "rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus",  # a RedisError from redis-py
     ],
 )
 def test_bad_urls_are_config_errors(url: str) -> None:

@@ -709,8 +709,8 @@ def test_parse_generation() -> None:
     for bad in (None, 5, "", "abc", "12-short", f"x1-{'a' * 32}", f"{FIXED_US}{'a' * 32}"):
         assert parse_generation(bad) is None
     # Digits to str.isdigit, not to int: not a generation (it raised ValueError).
-    for foreign in (f"²-{'a' * 32}", f"①{FIXED_US}-{'a' * 32}"):
-        assert parse_generation(foreign) is None
+    for foreign in (f"²-{'a' * 32}", f"①{FIXED_US}-{'a' * 32}", f"{'1' * 4301}-{'a' * 32}"):
+        assert parse_generation(foreign) is None  # the last: int() refuses 4,301 digits
 
 
 @pytest.mark.parametrize(

@@ -472,16 +472,24 @@ def test_copy_with_scan_segments_under_throttling_and_partial_batches(
     assert stored("dst-") == stored("src-")
 
 
+@pytest.mark.parametrize("batch_size", ["25", "100"])
 def test_an_import_stopped_by_expired_credentials_after_writing_exits_1(
-    fault_proxy: FaultProxy, table_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    batch_size: str,
+    fault_proxy: FaultProxy,
+    table_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Exit 2 is "bad usage or configuration, nothing done": a session token that expires
-    after the first batch was written (ExpiredTokenException at the wire) exits 1, with the
-    line to resume from (found by review: it exited 2)."""
+    after the first BatchWriteItem was stored (ExpiredTokenException at the wire) exits 1, with
+    the line to resume from (found by review: it exited 2; with batches of 100, four requests
+    each, also when the batch that failed had been partly written and counted nothing)."""
+    monkeypatch.setenv("BULK_MAX_IN_FLIGHT", "1")  # one BatchWriteItem at a time
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"_id": f"d{i:03d}", "n": i}) + "\n" for i in range(100)))
     args = ["--endpoint-url", fault_proxy.endpoint_url, "--table-prefix", table_prefix]
-    args += ["import", "expired", str(path), "--batch-size", "25", "--max-in-flight", "1"]
+    args += ["import", "expired", str(path), "--batch-size", batch_size, "--max-in-flight", "1"]
     codes: list[int] = []
     with fault_proxy.hold({"BatchWriteItem"}, answers=True) as gate:
         running = threading.Thread(target=lambda: codes.append(main(args)))
@@ -494,4 +502,5 @@ def test_an_import_stopped_by_expired_credentials_after_writing_exits_1(
         )
     running.join(60)
     assert codes == [1]
-    assert "resume with --resume-from 26" in capsys.readouterr().err
+    resume = 26 if batch_size == "25" else 1
+    assert f"resume with --resume-from {resume}" in capsys.readouterr().err

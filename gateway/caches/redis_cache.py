@@ -352,7 +352,7 @@ class RedisCache:
             # redis:// URL, a typo) fails only when a connection is made: make one now, without
             # connecting, so that it is a ConfigError here and not a TypeError at the first call.
             pool.connection_class(**pool.connection_kwargs)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RedisError) as exc:  # RedisError: ?ssl_cert_reqs=bogus
             raise ConfigError(f"bad Redis URL {_redacted(url)!r}: {exc}") from exc
         client = redis.Redis(connection_pool=pool)
         self._setup(client, key_prefix, floor_ttl_s, owns_client=True)
