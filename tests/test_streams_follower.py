@@ -1039,15 +1039,23 @@ def test_records_trimmed_under_the_iterator_restart_at_latest_and_owe_a_drop() -
     follower.close()
 
 
-def test_an_expired_iterator_is_positioned_again_from_the_checkpoint() -> None:
-    """Stands in for ExpiredIteratorException (moto's iterators never expire)."""
+def records_r1_r2_checkpointed_at_r1(
+    coordinator: LocalCoordinator,
+) -> tuple[ScriptedDynamoDB, str, str]:
+    """A users table whose one shard holds records r1 and r2, checkpointed at r1 in
+    ``coordinator``: (the fake, the stream ARN, r1's sequence number)."""
     fake = ScriptedDynamoDB()
     arn = fake.add_table("users").arn
     (r1,) = fake.write("users", "shard-1", "r1")
     fake.write("users", "shard-1", "r2")
-    coordinator = LocalCoordinator()
     coordinator.add_collection("users")
     coordinator.save_checkpoint(arn, "shard-1", r1)
+    return fake, arn, r1
+
+
+def test_an_expired_iterator_is_positioned_again_from_the_checkpoint() -> None:
+    """Stands in for ExpiredIteratorException (moto's iterators never expire)."""
+    fake, arn, r1 = records_r1_r2_checkpointed_at_r1(coordinator := LocalCoordinator())
     follower, sink, clock = scripted(fake, coordinator)
     follower.run_once()
     assert sink.applied() == ["r2"]
@@ -1074,13 +1082,7 @@ def test_records_read_while_the_lease_ran_out_are_not_applied() -> None:
     """The follower paused after GetRecords until its lease ran out, and another follower took
     the shard: it must not apply what it read (found by review: the other may have applied
     later changes, which these undo where a program restored an older `_rev`)."""
-    fake = ScriptedDynamoDB()
-    arn = fake.add_table("users").arn
-    (r1,) = fake.write("users", "shard-1", "r1")
-    fake.write("users", "shard-1", "r2")
-    coordinator = RecordingCoordinator()
-    coordinator.add_collection("users")
-    coordinator.save_checkpoint(arn, "shard-1", r1)
+    fake, arn, r1 = records_r1_r2_checkpointed_at_r1(coordinator := RecordingCoordinator())
     follower, sink, clock = scripted(fake, coordinator)
     read = fake.get_records
 
